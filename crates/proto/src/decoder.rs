@@ -1,0 +1,399 @@
+//! Streaming frame decoder: bytes in at any split, zero-copy frames out.
+
+use zerocopy::FromBytes;
+
+use crate::{DecodeError, HEADER_LEN, Header, Packet, PacketKind, ParseError};
+
+/// Which side of the connection the decoder reads for; it decides which packet ids are accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// A server reading what a client sends: HELLO, MOVE, ATTACK, CHAT, PING.
+    ToServer,
+    /// A client reading what a server sends: everything but HELLO, ATTACK and PING.
+    ToClient,
+}
+
+impl Direction {
+    fn accepts(self, kind: PacketKind) -> bool {
+        match self {
+            Direction::ToServer => kind.is_client_sendable(),
+            Direction::ToClient => kind.is_server_sendable(),
+        }
+    }
+}
+
+/// One complete frame: a header and its payload, both borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawFrame<'a> {
+    header: &'a Header,
+    payload: &'a [u8],
+}
+
+impl<'a> RawFrame<'a> {
+    /// Splits a complete frame off the front of `bytes`, without checking the packet id or any limit:
+    /// for tests and tools. Returns `None` if `bytes` holds less than a whole frame.
+    pub fn split_from(bytes: &'a [u8]) -> Option<(RawFrame<'a>, &'a [u8])> {
+        let (header, rest) = Header::ref_from_prefix(bytes).ok()?;
+        let len = header.data_length.get() as usize;
+        if rest.len() < len {
+            return None;
+        }
+        let (payload, rest) = rest.split_at(len);
+        Some((RawFrame { header, payload }, rest))
+    }
+
+    /// The header as it lies on the wire.
+    pub fn header(&self) -> &'a Header {
+        self.header
+    }
+
+    /// The header's `packet_id`.
+    pub fn packet_id(&self) -> u32 {
+        self.header.packet_id.get()
+    }
+
+    /// The header's `player_id`.
+    pub fn player_id(&self) -> u32 {
+        self.header.player_id.get()
+    }
+
+    /// The payload bytes.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// Parses the payload; see [`Packet::parse`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Packet::parse`].
+    pub fn packet(&self) -> Result<Packet<'a>, ParseError> {
+        Packet::parse(self.packet_id(), self.payload)
+    }
+}
+
+/// Reassembles frames from a byte stream delivered in arbitrary pieces.
+///
+/// Call [`FrameDecoder::next_frame`] in a loop with whatever one read returned until it yields `None`,
+/// then read again. A frame that lies whole inside the input is returned as a view into the input: no
+/// copy. Only the bytes of a frame that straddles two reads are copied, into a buffer the decoder owns;
+/// that buffer is sized from the header after the header passed its checks, and never exceeds
+/// `12 + max_payload` bytes.
+///
+/// The header is checked as soon as its 12 bytes are in, before waiting for the payload: a
+/// `data_length` above `max_payload` is [`DecodeError::TooLarge`], then a packet id this direction may
+/// not carry is [`DecodeError::UnknownPacket`] (the protocol's order). After an error the stream cannot
+/// be resynchronised: every later call returns the same error, and the connection should be closed.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    direction: Direction,
+    max_payload: u32,
+    /// Bytes of the frame that straddles reads: its header first.
+    partial: Vec<u8>,
+    /// `partial` holds a complete frame that was already returned; drop it on the next call.
+    partial_returned: bool,
+    failed: Option<DecodeError>,
+}
+
+/// A buffer that grew beyond this for one large frame is released rather than kept per connection.
+const RETAINED_PARTIAL_CAPACITY: usize = 2048;
+
+impl FrameDecoder {
+    /// A decoder for `direction` that refuses payloads above `max_payload` bytes.
+    pub fn new(direction: Direction, max_payload: u32) -> Self {
+        FrameDecoder { direction, max_payload, partial: Vec::new(), partial_returned: false, failed: None }
+    }
+
+    /// The configured payload limit.
+    pub fn max_payload(&self) -> u32 {
+        self.max_payload
+    }
+
+    /// Whether bytes of an unfinished frame are buffered (the protocol's partial-frame timeout runs
+    /// while this is true).
+    pub fn is_mid_frame(&self) -> bool {
+        !self.partial_returned && !self.partial.is_empty()
+    }
+
+    /// Bytes currently held for an unfinished frame.
+    pub fn buffered_len(&self) -> usize {
+        if self.partial_returned { 0 } else { self.partial.len() }
+    }
+
+    fn check(&mut self, header: &Header) -> Result<usize, DecodeError> {
+        let length = header.data_length.get();
+        let packet_id = header.packet_id.get();
+        let result = if length > self.max_payload {
+            Err(DecodeError::TooLarge { length, max: self.max_payload })
+        } else if !PacketKind::from_id(packet_id).is_some_and(|kind| self.direction.accepts(kind)) {
+            Err(DecodeError::UnknownPacket { packet_id })
+        } else {
+            Ok(length as usize)
+        };
+        if let Err(error) = result {
+            self.failed = Some(error);
+        }
+        result
+    }
+
+    /// Takes bytes from the front of `input` and returns the next complete frame, or `None` once
+    /// `input` is used up without completing one (the bytes of an unfinished frame are kept).
+    ///
+    /// The frame borrows `input` or the decoder, so it must be dropped before the next call.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] when a header breaks the contract; see the type's documentation.
+    pub fn next_frame<'s, 'b: 's>(
+        &'s mut self,
+        input: &mut &'b [u8],
+    ) -> Result<Option<RawFrame<'s>>, DecodeError> {
+        if let Some(error) = self.failed {
+            return Err(error);
+        }
+        if self.partial_returned {
+            self.partial_returned = false;
+            self.partial.clear();
+            if self.partial.capacity() > RETAINED_PARTIAL_CAPACITY {
+                self.partial = Vec::new();
+            }
+        }
+        if !self.partial.is_empty() {
+            return self.continue_partial(input);
+        }
+        let Ok((header, rest)) = Header::ref_from_prefix(input) else {
+            // Fewer than 12 bytes: keep them until the header is whole.
+            self.partial.extend_from_slice(input);
+            *input = &[];
+            return Ok(None);
+        };
+        let length = self.check(header)?;
+        if rest.len() >= length {
+            let (payload, rest) = rest.split_at(length);
+            *input = rest;
+            return Ok(Some(RawFrame { header, payload }));
+        }
+        self.partial.reserve_exact(HEADER_LEN + length);
+        self.partial.extend_from_slice(input);
+        *input = &[];
+        Ok(None)
+    }
+
+    fn continue_partial<'s>(&'s mut self, input: &mut &[u8]) -> Result<Option<RawFrame<'s>>, DecodeError> {
+        if self.partial.len() < HEADER_LEN {
+            let take = (HEADER_LEN - self.partial.len()).min(input.len());
+            self.partial.extend_from_slice(&input[..take]);
+            *input = &input[take..];
+            if self.partial.len() < HEADER_LEN {
+                return Ok(None);
+            }
+            let header = *Header::ref_from_bytes(&self.partial[..HEADER_LEN])
+                .expect("the first 12 bytes form a header");
+            let length = self.check(&header)?;
+            // Only now, with the length checked, is room for the payload reserved.
+            self.partial.reserve_exact(length);
+        }
+        let length = {
+            let (header, _) = Header::ref_from_prefix(&self.partial).expect("header is whole");
+            header.data_length.get() as usize
+        };
+        let take = (HEADER_LEN + length - self.partial.len()).min(input.len());
+        self.partial.extend_from_slice(&input[..take]);
+        *input = &input[take..];
+        if self.partial.len() < HEADER_LEN + length {
+            return Ok(None);
+        }
+        self.partial_returned = true;
+        let (frame, rest) = RawFrame::split_from(&self.partial).expect("frame is whole");
+        debug_assert!(rest.is_empty());
+        Ok(Some(frame))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ErrorCode, Move, encode_frame_to_vec};
+    use proptest::prelude::*;
+
+    /// Decodes `chunks` one after the other, returning (packet_id, player_id, payload) per frame.
+    fn decode_all(
+        decoder: &mut FrameDecoder,
+        chunks: &[&[u8]],
+    ) -> Result<Vec<(u32, u32, Vec<u8>)>, DecodeError> {
+        let mut frames = Vec::new();
+        for chunk in chunks {
+            let mut input = *chunk;
+            while let Some(frame) = decoder.next_frame(&mut input)? {
+                frames.push((frame.packet_id(), frame.player_id(), frame.payload().to_vec()));
+            }
+            assert!(input.is_empty(), "next_frame returned None before using up its input");
+        }
+        Ok(frames)
+    }
+
+    fn sample_stream() -> Vec<u8> {
+        let mut bytes = encode_frame_to_vec(0, &Packet::Hello { name: "ada" });
+        bytes.extend(encode_frame_to_vec(5, &Packet::Move(&Move::new(1.0, 2.0, 3.0, 4.0, 99))));
+        bytes.extend(encode_frame_to_vec(5, &Packet::Ping { payload: &[] }));
+        bytes.extend(encode_frame_to_vec(5, &Packet::Chat { text: "hi there" }));
+        bytes
+    }
+
+    #[test]
+    fn whole_frames_are_views_into_the_input() {
+        let bytes = sample_stream();
+        let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
+        let mut input = &bytes[..];
+        let frame = decoder.next_frame(&mut input).unwrap().unwrap();
+        let range = bytes.as_ptr_range();
+        assert!(range.contains(&frame.payload().as_ptr()), "payload must borrow the input");
+        assert_eq!(frame.packet().unwrap(), Packet::Hello { name: "ada" });
+    }
+
+    #[test]
+    fn every_split_point_decodes_the_same() {
+        let bytes = sample_stream();
+        let whole = decode_all(&mut FrameDecoder::new(Direction::ToServer, 1024), &[&bytes]).unwrap();
+        assert_eq!(whole.len(), 4);
+        for cut in 0..=bytes.len() {
+            let (a, b) = bytes.split_at(cut);
+            let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
+            assert_eq!(decode_all(&mut decoder, &[a, b]).unwrap(), whole, "cut at {cut}");
+            assert!(!decoder.is_mid_frame());
+        }
+        let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+        let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
+        assert_eq!(decode_all(&mut decoder, &singles).unwrap(), whole);
+    }
+
+    #[test]
+    fn oversized_length_is_refused_from_the_header_alone() {
+        let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
+        let header = crate::Header::new(5, 0, 1025);
+        let mut input = zerocopy::IntoBytes::as_bytes(&header);
+        let err = decoder.next_frame(&mut input).unwrap_err();
+        assert_eq!(err, DecodeError::TooLarge { length: 1025, max: 1024 });
+        assert_eq!(err.error_code(), ErrorCode::TooLarge);
+        assert_eq!(decoder.partial.capacity(), 0, "nothing reserved for a refused frame");
+        // Poisoned: the same error again.
+        assert_eq!(decoder.next_frame(&mut &[0u8; 4][..]).unwrap_err(), err);
+    }
+
+    #[test]
+    fn oversized_length_split_inside_the_header_reserves_only_the_header() {
+        let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
+        let header = crate::Header::new(5, 0, u32::MAX);
+        let bytes = zerocopy::IntoBytes::as_bytes(&header);
+        assert!(decoder.next_frame(&mut &bytes[..7]).unwrap().is_none());
+        assert!(decoder.is_mid_frame());
+        let err = decoder.next_frame(&mut &bytes[7..]).unwrap_err();
+        assert_eq!(err.error_code(), ErrorCode::TooLarge);
+        assert!(decoder.partial.capacity() < 64);
+    }
+
+    #[test]
+    fn too_large_wins_over_unknown_packet() {
+        let header = crate::Header::new(99, 0, 5000);
+        let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
+        let err = decoder.next_frame(&mut zerocopy::IntoBytes::as_bytes(&header)).unwrap_err();
+        assert_eq!(err.error_code(), ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn packets_of_the_other_direction_are_unknown() {
+        for id in [0, 2, 6, 7, 9, 10, 11, 12, u32::MAX] {
+            let header = crate::Header::new(id, 0, 0);
+            let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
+            let err = decoder.next_frame(&mut zerocopy::IntoBytes::as_bytes(&header)).unwrap_err();
+            assert_eq!(err, DecodeError::UnknownPacket { packet_id: id });
+        }
+        for id in [1, 4, 8] {
+            let header = crate::Header::new(id, 0, 0);
+            let mut decoder = FrameDecoder::new(Direction::ToClient, 1024);
+            assert!(decoder.next_frame(&mut zerocopy::IntoBytes::as_bytes(&header)).is_err());
+        }
+    }
+
+    #[test]
+    fn straddling_buffer_is_released_after_a_large_frame() {
+        let text = "x".repeat(256);
+        let bytes = encode_frame_to_vec(0, &Packet::Chat { text: &text });
+        let mut decoder = FrameDecoder::new(Direction::ToServer, 65536);
+        assert!(decoder.next_frame(&mut &bytes[..100]).unwrap().is_none());
+        assert!(decoder.next_frame(&mut &bytes[100..]).unwrap().is_some());
+        assert!(decoder.next_frame(&mut &[][..]).unwrap().is_none());
+        assert!(decoder.partial.capacity() <= RETAINED_PARTIAL_CAPACITY);
+    }
+
+    fn arb_packet_bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            "[a-z]{1,32}".prop_map(|name| encode_frame_to_vec(0, &Packet::Hello { name: &name })),
+            (any::<[f32; 4]>(), any::<u32>(), any::<u32>()).prop_map(|(f, t, id)| {
+                encode_frame_to_vec(id, &Packet::Move(&Move::new(f[0], f[1], f[2], f[3], t)))
+            }),
+            any::<u32>().prop_map(|target_id| encode_frame_to_vec(1, &Packet::Attack { target_id })),
+            "\\PC{1,60}".prop_map(|text| {
+                let text: String = text.chars().take(64).collect();
+                encode_frame_to_vec(1, &Packet::Chat { text: &text })
+            }),
+            prop::collection::vec(any::<u8>(), 0..=64)
+                .prop_map(|payload| encode_frame_to_vec(1, &Packet::Ping { payload: &payload })),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn valid_frames_decode_identically_under_any_split(
+            frames in prop::collection::vec(arb_packet_bytes(), 1..20),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
+        ) {
+            let stream: Vec<u8> = frames.concat();
+            let mut points: Vec<usize> = cuts.iter().map(|c| c.index(stream.len() + 1)).collect();
+            points.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut start = 0;
+            for point in points {
+                chunks.push(&stream[start..point]);
+                start = point;
+            }
+            chunks.push(&stream[start..]);
+            let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
+            let decoded = decode_all(&mut decoder, &chunks).unwrap();
+            prop_assert_eq!(decoded.len(), frames.len());
+            for (frame, original) in decoded.iter().zip(&frames) {
+                let (expected, rest) = RawFrame::split_from(original).unwrap();
+                prop_assert!(rest.is_empty());
+                prop_assert_eq!(frame.0, expected.packet_id());
+                prop_assert_eq!(frame.1, expected.player_id());
+                prop_assert_eq!(&frame.2[..], expected.payload());
+                // Re-encoding the parsed packet gives back the original bytes.
+                let packet = Packet::parse(frame.0, &frame.2).unwrap();
+                prop_assert_eq!(&encode_frame_to_vec(frame.1, &packet), original);
+            }
+            prop_assert!(!decoder.is_mid_frame());
+        }
+
+        #[test]
+        fn garbage_never_panics_and_stays_bounded(
+            chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..20),
+            max_payload in 0u32..2048,
+        ) {
+            let mut decoder = FrameDecoder::new(Direction::ToServer, max_payload);
+            'outer: for chunk in &chunks {
+                let mut input = &chunk[..];
+                loop {
+                    match decoder.next_frame(&mut input) {
+                        Ok(Some(frame)) => {
+                            prop_assert!(frame.payload().len() <= max_payload as usize);
+                            let _ = frame.packet();
+                        }
+                        Ok(None) => break,
+                        Err(_) => break 'outer,
+                    }
+                }
+                prop_assert!(decoder.buffered_len() <= HEADER_LEN + max_payload as usize);
+            }
+        }
+    }
+}
