@@ -43,6 +43,10 @@ pub use error::{DecodeError, ErrorCode, ParseError};
 pub use header::{HEADER_LEN, Header, PacketKind};
 pub use packet::{EnterHead, Hit, Move, Packet, Welcome, encode_frame, encode_frame_to_vec, frame_len};
 
+/// The little-endian field types of the payload views, re-exported so users need not depend on
+/// `zerocopy` to build a [`Move`] or read a [`Welcome`].
+pub use zerocopy::little_endian;
+
 /// Longest HELLO name and ENTER name, in bytes.
 pub const NAME_MAX: usize = 32;
 /// Longest CHAT text, in bytes.

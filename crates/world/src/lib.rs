@@ -1,1 +1,27 @@
-//! Game rules.
+//! Game rules of gamewire protocol v1 as a sans-IO state machine: players, sessions, movement checks,
+//! combat, chat and the area-of-interest grid.
+//!
+//! Nothing here touches a socket or reads a clock ("quinn-proto style"): the I/O layer owns a
+//! [`Session`] per connection, passes every complete frame to [`World::handle`] with the current time,
+//! and receives the frames to send through an [`Outbox`] it implements. Tests drive the same calls
+//! with a fake clock.
+//!
+//! Who sees whom is decided by one predicate, [`Position::within`] the `aoi_radius`, answered through
+//! a uniform grid whose cells are as wide as the radius. Visibility is not stored: it is a function of
+//! positions, and every position change sends exactly the ENTER / MOVE / LEAVE frames that keep each
+//! client's view equal to it.
+//!
+//! Steady-state handling of MOVE, CHAT, ATTACK and PING allocates nothing: recipient lists are
+//! scratch vectors that keep their capacity.
+#![warn(missing_docs)]
+
+mod config;
+mod geometry;
+mod id;
+mod rate;
+mod world;
+
+pub use config::{Config, ConfigError, Rate, RateLimits};
+pub use geometry::Position;
+pub use id::PlayerId;
+pub use world::{MAX_HEIGHT, Outbox, PlayerInfo, Recipients, Session, Verdict, World, error_message};

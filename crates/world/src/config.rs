@@ -1,0 +1,232 @@
+//! World parameters and their validation.
+
+use std::time::Duration;
+
+/// A token-bucket rate: `per_second` tokens refill continuously up to `burst`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rate {
+    /// Sustained packets per second.
+    pub per_second: f32,
+    /// Packets that may arrive at once after a quiet period.
+    pub burst: f32,
+}
+
+impl Rate {
+    /// A rate of `per_second` with a burst of `burst`.
+    pub const fn new(per_second: f32, burst: f32) -> Self {
+        Rate { per_second, burst }
+    }
+}
+
+/// Per-player rate limits, one bucket per client packet that has one.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimits {
+    /// MOVE (default 60/s, burst 60).
+    pub moves: Rate,
+    /// CHAT (default 5/s, burst 10).
+    pub chats: Rate,
+    /// ATTACK (default 4/s, burst 4).
+    pub attacks: Rate,
+    /// PING (default 10/s, burst 10).
+    pub pings: Rate,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            moves: Rate::new(60.0, 60.0),
+            chats: Rate::new(5.0, 10.0),
+            attacks: Rate::new(4.0, 4.0),
+            pings: Rate::new(10.0, 10.0),
+        }
+    }
+}
+
+/// Everything the rules depend on. [`Config::default`] is protocol v1's defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// World extent along x: positions satisfy `0 <= x < world_w`.
+    pub world_w: f32,
+    /// World extent along z: positions satisfy `0 <= z < world_h`.
+    pub world_h: f32,
+    /// A player sees every other player within this distance (x–z plane, inclusive).
+    pub aoi_radius: f32,
+    /// Largest legal speed, in units per second.
+    pub max_speed: f32,
+    /// Largest distance an ATTACK reaches.
+    pub attack_range: f32,
+    /// Hit points an ATTACK removes.
+    pub damage: u32,
+    /// Hit points at spawn.
+    pub max_hp: u32,
+    /// A fixed spawn point `(x, z)`; `None` spawns uniformly at random.
+    pub spawn: Option<(f32, f32)>,
+    /// Per-player packet rates.
+    pub limits: RateLimits,
+    /// A connection that has not sent HELLO this long after opening is closed with TIMEOUT.
+    pub hello_timeout: Duration,
+    /// A player that has sent no packet for this long is closed with TIMEOUT.
+    pub idle_timeout: Duration,
+    /// Most players at once (at most [`crate::PlayerId::MAX_PLAYERS`]).
+    pub max_players: usize,
+    /// Seed of the random spawn points and session tokens.
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            world_w: 1000.0,
+            world_h: 1000.0,
+            aoi_radius: 50.0,
+            max_speed: 20.0,
+            attack_range: 10.0,
+            damage: 10,
+            max_hp: 100,
+            spawn: None,
+            limits: RateLimits::default(),
+            hello_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            max_players: 100_000,
+            seed: 0x6761_6d65_7769_7265,
+        }
+    }
+}
+
+/// Why a [`Config`] was refused.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// A parameter that must be a positive finite number is not.
+    #[error("{name} must be a positive finite number, got {value}")]
+    NotPositive {
+        /// The parameter.
+        name: &'static str,
+        /// Its value.
+        value: f32,
+    },
+    /// The fixed spawn point lies outside the world.
+    #[error("spawn point ({x}, {z}) lies outside the world 0..{world_w} x 0..{world_h}")]
+    SpawnOutside {
+        /// Spawn x.
+        x: f32,
+        /// Spawn z.
+        z: f32,
+        /// World width.
+        world_w: f32,
+        /// World height.
+        world_h: f32,
+    },
+    /// The grid would have too many cells (the radius is tiny next to the world).
+    #[error(
+        "aoi_radius {aoi_radius} is too small for a {world_w} x {world_h} world ({cells} grid cells, limit {limit})"
+    )]
+    TooManyCells {
+        /// The radius.
+        aoi_radius: f32,
+        /// World width.
+        world_w: f32,
+        /// World height.
+        world_h: f32,
+        /// Cells it would take.
+        cells: f64,
+        /// The limit.
+        limit: usize,
+    },
+    /// `max_players` is zero or above [`crate::PlayerId::MAX_PLAYERS`].
+    #[error("max_players must be in 1..={limit}, got {value}")]
+    MaxPlayers {
+        /// The value.
+        value: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// `max_hp` or a rate is zero.
+    #[error("{name} must be positive")]
+    Zero {
+        /// The parameter.
+        name: &'static str,
+    },
+}
+
+/// Largest number of grid cells a world may have (16 M cells of 24 bytes: 400 MiB would be absurd).
+pub(crate) const MAX_CELLS: usize = 1 << 22;
+
+impl Config {
+    /// Checks that every parameter is usable.
+    ///
+    /// # Errors
+    ///
+    /// The first [`ConfigError`] found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("world_w", self.world_w),
+            ("world_h", self.world_h),
+            ("aoi_radius", self.aoi_radius),
+            ("max_speed", self.max_speed),
+            ("attack_range", self.attack_range),
+        ];
+        for (name, value) in positive {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(ConfigError::NotPositive { name, value });
+            }
+        }
+        for (name, rate) in [
+            ("move rate", self.limits.moves),
+            ("chat rate", self.limits.chats),
+            ("attack rate", self.limits.attacks),
+            ("ping rate", self.limits.pings),
+        ] {
+            if !(rate.per_second.is_finite()
+                && rate.per_second > 0.0
+                && rate.burst.is_finite()
+                && rate.burst >= 1.0)
+            {
+                return Err(ConfigError::NotPositive { name, value: rate.per_second.min(rate.burst) });
+            }
+        }
+        if self.max_hp == 0 {
+            return Err(ConfigError::Zero { name: "max_hp" });
+        }
+        if let Some((x, z)) = self.spawn {
+            if !(x >= 0.0 && x < self.world_w && z >= 0.0 && z < self.world_h) {
+                return Err(ConfigError::SpawnOutside { x, z, world_w: self.world_w, world_h: self.world_h });
+            }
+        }
+        let cells = (self.world_w as f64 / self.aoi_radius as f64).ceil()
+            * (self.world_h as f64 / self.aoi_radius as f64).ceil();
+        if cells > MAX_CELLS as f64 {
+            return Err(ConfigError::TooManyCells {
+                aoi_radius: self.aoi_radius,
+                world_w: self.world_w,
+                world_h: self.world_h,
+                cells,
+                limit: MAX_CELLS,
+            });
+        }
+        if self.max_players == 0 || self.max_players > crate::PlayerId::MAX_PLAYERS {
+            return Err(ConfigError::MaxPlayers {
+                value: self.max_players,
+                limit: crate::PlayerId::MAX_PLAYERS,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_named() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        let bad = Config { aoi_radius: f32::NAN, ..Config::default() };
+        assert!(matches!(bad.validate(), Err(ConfigError::NotPositive { name: "aoi_radius", .. })));
+        let bad = Config { spawn: Some((1000.0, 5.0)), ..Config::default() };
+        assert!(matches!(bad.validate(), Err(ConfigError::SpawnOutside { .. })));
+        let bad = Config { aoi_radius: 0.01, ..Config::default() };
+        assert!(matches!(bad.validate(), Err(ConfigError::TooManyCells { .. })));
+        let bad = Config { max_players: 0, ..Config::default() };
+        assert!(bad.validate().is_err());
+    }
+}
