@@ -187,10 +187,10 @@ impl Config {
         if self.max_hp == 0 {
             return Err(ConfigError::Zero { name: "max_hp" });
         }
-        if let Some((x, z)) = self.spawn {
-            if !(x >= 0.0 && x < self.world_w && z >= 0.0 && z < self.world_h) {
-                return Err(ConfigError::SpawnOutside { x, z, world_w: self.world_w, world_h: self.world_h });
-            }
+        if let Some((x, z)) = self.spawn
+            && !(x >= 0.0 && x < self.world_w && z >= 0.0 && z < self.world_h)
+        {
+            return Err(ConfigError::SpawnOutside { x, z, world_w: self.world_w, world_h: self.world_h });
         }
         let cells = (self.world_w as f64 / self.aoi_radius as f64).ceil()
             * (self.world_h as f64 / self.aoi_radius as f64).ceil();
