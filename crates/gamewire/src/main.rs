@@ -1,1 +1,33 @@
-fn main() {}
+//! The `gamewire` command: `gamewire serve` runs the game server.
+
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// gamewire: a zero-copy, event-driven game server core.
+#[derive(Debug, Parser)]
+#[command(name = "gamewire", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the game server (protocol v1 over TCP).
+    Serve(serve::ServeArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve::run(args),
+    }
+}

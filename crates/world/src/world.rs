@@ -379,7 +379,6 @@ impl World {
                 self.slots.len() - 1
             }
         };
-        self.generations[index] = self.generations[index].wrapping_add(1);
         let id = PlayerId::new(index, self.generations[index]);
         let position = self.spawn_point();
         let limits = self.config.limits;
@@ -448,6 +447,8 @@ impl World {
         self.scratch.left = viewers;
         self.grid_remove(grid_slot);
         self.slots[id.index()] = None;
+        // A new generation for the slot's next occupant: a stale id held by a client no longer matches.
+        self.generations[id.index()] = self.generations[id.index()].wrapping_add(1);
         self.free_slots.push(id.index() as u32);
         self.player_count -= 1;
     }

@@ -1,0 +1,116 @@
+//! Server parameters: the world's rules plus everything about connections, memory and deadlines.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use gamewire_proto::{DEFAULT_MAX_PAYLOAD, MAX_PAYLOAD_LIMIT};
+
+/// Everything a [`crate::Server`] needs. [`ServerConfig::default`] is protocol v1's defaults on
+/// `127.0.0.1:7777`.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub addr: SocketAddr,
+    /// Game rules.
+    pub world: gamewire_world::Config,
+    /// Largest client payload accepted (`data_length`); bigger is TOO_LARGE.
+    pub max_payload: u32,
+    /// Size of the buffer pool's one mapped region, in bytes.
+    pub pool_bytes: usize,
+    /// Size of one pool chunk (a multiple of 64); one read fills at most one chunk.
+    pub chunk_size: usize,
+    /// Connections served at once; one more is answered SERVER_FULL and closed.
+    pub max_connections: usize,
+    /// Queued bytes per client above which the write deadline starts.
+    pub send_soft_limit: usize,
+    /// Queued bytes per client above which it is cut off at once (SLOW_CONSUMER).
+    pub send_hard_limit: usize,
+    /// How long a client may stay above the soft limit.
+    pub write_deadline: Duration,
+    /// How long the bytes of an unfinished frame may wait for the rest (TIMEOUT).
+    pub partial_frame_timeout: Duration,
+    /// On shutdown, how long to keep flushing queued frames before exiting anyway.
+    pub drain_timeout: Duration,
+    /// After a fatal ERROR is flushed, how long to wait for the peer to close before dropping it.
+    pub close_linger: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 7777)),
+            world: gamewire_world::Config::default(),
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            pool_bytes: 64 << 20,
+            chunk_size: 4096,
+            max_connections: 10_000,
+            send_soft_limit: 256 << 10,
+            send_hard_limit: 1 << 20,
+            write_deadline: Duration::from_secs(5),
+            partial_frame_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(10),
+            close_linger: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a [`ServerConfig`] was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The world's parameters.
+    #[error(transparent)]
+    World(#[from] gamewire_world::ConfigError),
+    /// `max_payload` outside 256..=65536.
+    #[error("max_payload must be in 256..={MAX_PAYLOAD_LIMIT}, got {0}")]
+    MaxPayload(u32),
+    /// Pool sizes that cannot work.
+    #[error("pool of {pool_bytes} bytes in chunks of {chunk_size}: {reason}")]
+    Pool {
+        /// Pool size.
+        pool_bytes: usize,
+        /// Chunk size.
+        chunk_size: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Limits that contradict each other.
+    #[error("{0}")]
+    Limits(&'static str),
+}
+
+/// Smallest `max_payload`: every valid client packet (a 256-byte CHAT at most) fits.
+pub const MIN_MAX_PAYLOAD: u32 = 256;
+
+impl ServerConfig {
+    /// Checks every parameter.
+    ///
+    /// # Errors
+    ///
+    /// The first [`ConfigError`] found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.world.validate()?;
+        if !(MIN_MAX_PAYLOAD..=MAX_PAYLOAD_LIMIT).contains(&self.max_payload) {
+            return Err(ConfigError::MaxPayload(self.max_payload));
+        }
+        let pool_error =
+            |reason| ConfigError::Pool { pool_bytes: self.pool_bytes, chunk_size: self.chunk_size, reason };
+        if self.chunk_size < 1024 || !self.chunk_size.is_multiple_of(64) {
+            return Err(pool_error("chunk size must be a multiple of 64, at least 1024"));
+        }
+        if self.pool_bytes / self.chunk_size < 64 {
+            return Err(pool_error("the pool must hold at least 64 chunks"));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Limits("max_connections must be at least 1"));
+        }
+        if self.send_soft_limit > self.send_hard_limit {
+            return Err(ConfigError::Limits("send_soft_limit must not exceed send_hard_limit"));
+        }
+        Ok(())
+    }
+
+    /// Chunks in the pool.
+    pub fn chunk_count(&self) -> usize {
+        self.pool_bytes / self.chunk_size
+    }
+}

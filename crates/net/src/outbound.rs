@@ -1,0 +1,193 @@
+//! The world's [`Outbox`] on the server: each frame encoded once into pooled memory, then a shared
+//! reference queued for every recipient.
+
+use std::time::Instant;
+
+use gamewire_pool::{ChunkMut, Pool, PoolBytes};
+use gamewire_proto::{Packet, encode_frame, encode_frame_to_vec, frame_len};
+use gamewire_world::{Outbox, PlayerId, Recipients};
+
+use crate::send_queue::SendQueue;
+
+/// Encodes frames into pool chunks, many small frames carved one after another from the same chunk.
+#[derive(Debug)]
+pub(crate) struct FrameWriter {
+    pool: Pool,
+    current: Option<ChunkMut>,
+    /// Frames that went to the heap because the pool was exhausted (or the frame exceeded a chunk).
+    pub(crate) heap_fallbacks: u64,
+}
+
+impl FrameWriter {
+    pub(crate) fn new(pool: Pool) -> Self {
+        FrameWriter { pool, current: None, heap_fallbacks: 0 }
+    }
+
+    /// The frame `player_id` + `packet`, encoded once. Never fails: when the pool is exhausted the frame
+    /// goes to the heap (counted), and the event loop stops reading until chunks come back, so that a
+    /// frame the world already produced is never dropped.
+    pub(crate) fn encode(&mut self, player_id: u32, packet: &Packet<'_>) -> PoolBytes {
+        let len = frame_len(packet);
+        if self.current.as_ref().is_none_or(|chunk| chunk.remaining() < len) {
+            // Dropping the old chunk releases only the writer's reference: frames carved from it keep
+            // it alive until their last recipient has written them.
+            self.current = if len <= self.pool.chunk_size() { self.pool.try_alloc() } else { None };
+        }
+        match &mut self.current {
+            Some(chunk) => {
+                encode_frame(player_id, packet, chunk.spare_mut());
+                chunk.advance(len);
+                chunk.freeze()
+            }
+            None => {
+                self.heap_fallbacks += 1;
+                PoolBytes::from_vec(encode_frame_to_vec(player_id, packet))
+            }
+        }
+    }
+}
+
+/// Per-connection outgoing state, indexed by connection token, plus the routing from player ids to
+/// tokens. Kept apart from the connections themselves so that the world can write into any queue while
+/// the sender's decoder is borrowed.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    pub(crate) queues: Vec<SendQueue>,
+    /// Tokens whose queue received frames since the last flush, each once.
+    dirty: Vec<usize>,
+    dirty_flags: Vec<bool>,
+    /// `players[id.index()]` is the token of the connection playing `id`.
+    players: Vec<Option<(PlayerId, usize)>>,
+    /// Tokens whose queue went over the hard limit: to be cut off with SLOW_CONSUMER.
+    pub(crate) over_hard: Vec<usize>,
+    pub(crate) writer: FrameWriter,
+    /// The connection whose frame is being handled: [`Recipients::Sender`].
+    pub(crate) sender: usize,
+    pub(crate) now: Instant,
+    soft_limit: usize,
+    hard_limit: usize,
+    /// Frames queued (one per recipient).
+    pub(crate) deliveries: u64,
+}
+
+impl Outbound {
+    pub(crate) fn new(pool: Pool, soft_limit: usize, hard_limit: usize, now: Instant) -> Self {
+        Outbound {
+            queues: Vec::new(),
+            dirty: Vec::new(),
+            dirty_flags: Vec::new(),
+            players: Vec::new(),
+            over_hard: Vec::new(),
+            writer: FrameWriter::new(pool),
+            sender: usize::MAX,
+            now,
+            soft_limit,
+            hard_limit,
+            deliveries: 0,
+        }
+    }
+
+    pub(crate) fn soft_limit(&self) -> usize {
+        self.soft_limit
+    }
+
+    /// Makes room for token `token` (a fresh connection).
+    pub(crate) fn open(&mut self, token: usize) {
+        if self.queues.len() <= token {
+            self.queues.resize_with(token + 1, SendQueue::default);
+            self.dirty_flags.resize(token + 1, false);
+        }
+        self.queues[token] = SendQueue::default();
+    }
+
+    /// Routes frames for `id` to `token`.
+    pub(crate) fn bind(&mut self, id: PlayerId, token: usize) {
+        if self.players.len() <= id.index() {
+            self.players.resize(id.index() + 1, None);
+        }
+        self.players[id.index()] = Some((id, token));
+    }
+
+    /// Stops routing frames for `id`.
+    pub(crate) fn unbind(&mut self, id: PlayerId) {
+        if let Some(entry) = self.players.get_mut(id.index())
+            && entry.is_some_and(|(bound, _)| bound == id)
+        {
+            *entry = None;
+        }
+    }
+
+    pub(crate) fn is_bound(&self, id: PlayerId, token: usize) -> bool {
+        self.players.get(id.index()).copied().flatten() == Some((id, token))
+    }
+
+    fn token_of(&self, id: PlayerId) -> Option<usize> {
+        match self.players.get(id.index()).copied().flatten() {
+            Some((bound, token)) if bound == id => Some(token),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn mark_dirty(&mut self, token: usize) {
+        if !self.dirty_flags[token] {
+            self.dirty_flags[token] = true;
+            self.dirty.push(token);
+        }
+    }
+
+    /// Moves the dirty tokens into `out` (both vectors keep their capacity).
+    pub(crate) fn take_dirty(&mut self, out: &mut Vec<usize>) {
+        out.clear();
+        for &token in &self.dirty {
+            self.dirty_flags[token] = false;
+        }
+        out.append(&mut self.dirty);
+    }
+
+    fn deliver(&mut self, token: usize, frame: &PoolBytes) {
+        let queue = &mut self.queues[token];
+        if queue.is_sealed() {
+            return;
+        }
+        if queue.queued_bytes() + frame.len() > self.hard_limit {
+            // The connection is cut off with SLOW_CONSUMER once the world's call returns; frames for it
+            // meanwhile are pointless, and queueing them would grow memory past the limit.
+            if !queue.is_over_hard() {
+                queue.mark_over_hard();
+                self.over_hard.push(token);
+            }
+            return;
+        }
+        queue.push(frame.clone(), self.soft_limit, self.now);
+        self.deliveries += 1;
+        self.mark_dirty(token);
+    }
+}
+
+impl Outbox for Outbound {
+    fn send(&mut self, to: Recipients<'_>, player_id: u32, packet: &Packet<'_>) {
+        match to {
+            Recipients::Sender => {
+                let frame = self.writer.encode(player_id, packet);
+                self.deliver(self.sender, &frame);
+            }
+            Recipients::One(id) => {
+                if let Some(token) = self.token_of(id) {
+                    let frame = self.writer.encode(player_id, packet);
+                    self.deliver(token, &frame);
+                }
+            }
+            Recipients::Many(ids) => {
+                if ids.is_empty() {
+                    return;
+                }
+                let frame = self.writer.encode(player_id, packet);
+                for &id in ids {
+                    if let Some(token) = self.token_of(id) {
+                        self.deliver(token, &frame);
+                    }
+                }
+            }
+        }
+    }
+}

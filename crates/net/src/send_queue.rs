@@ -1,0 +1,220 @@
+//! Per-connection queue of outgoing frames: shared pooled slices, flushed with vectored writes.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::time::Instant;
+
+use gamewire_pool::PoolBytes;
+
+/// Most slices handed to one `writev`; Linux accepts 1024 (IOV_MAX), 64 covers a loop turn's frames for
+/// one client in practice and keeps the slice array on the stack small.
+pub(crate) const MAX_IOVECS: usize = 64;
+
+/// Frames queued for one client, oldest first. A frame is a reference to pooled memory shared with
+/// every other recipient; the queue only counts bytes and remembers how much of its front frame the
+/// kernel already took.
+#[derive(Debug, Default)]
+pub(crate) struct SendQueue {
+    frames: VecDeque<PoolBytes>,
+    /// Bytes of `frames[0]` already written.
+    front_written: usize,
+    /// Bytes queued and not yet written.
+    queued_bytes: usize,
+    /// Since when `queued_bytes` has exceeded the soft limit.
+    over_soft_since: Option<Instant>,
+    /// No more frames may be queued: a fatal ERROR is the last thing this client gets.
+    sealed: bool,
+    /// A frame was refused because it would have crossed the hard limit.
+    over_hard: bool,
+}
+
+impl SendQueue {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.sealed
+    }
+
+    pub(crate) fn is_over_hard(&self) -> bool {
+        self.over_hard
+    }
+
+    pub(crate) fn mark_over_hard(&mut self) {
+        self.over_hard = true;
+    }
+
+    pub(crate) fn over_soft_since(&self) -> Option<Instant> {
+        self.over_soft_since
+    }
+
+    /// Queues `frame` unless the queue is sealed. O(1); allocates only when the queue grows beyond
+    /// every length it had before.
+    pub(crate) fn push(&mut self, frame: PoolBytes, soft_limit: usize, now: Instant) {
+        if self.sealed {
+            return;
+        }
+        self.queued_bytes += frame.len();
+        self.frames.push_back(frame);
+        if self.queued_bytes > soft_limit && self.over_soft_since.is_none() {
+            self.over_soft_since = Some(now);
+        }
+    }
+
+    /// Drops every frame not yet started, so that a final ERROR can follow the partly written one
+    /// without waiting behind a backlog the client will never read.
+    pub(crate) fn discard_unstarted(&mut self) {
+        let keep = usize::from(self.front_written > 0);
+        while self.frames.len() > keep {
+            let frame = self.frames.pop_back().expect("len > keep");
+            self.queued_bytes -= frame.len();
+        }
+    }
+
+    /// Refuses every later frame.
+    pub(crate) fn seal(&mut self) {
+        self.sealed = true;
+    }
+
+    /// Fills `slices` with the unwritten bytes, oldest first; returns how many were filled.
+    pub(crate) fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_IOVECS]) -> usize {
+        let mut count = 0;
+        for (i, frame) in self.frames.iter().take(MAX_IOVECS).enumerate() {
+            let bytes = if i == 0 { &frame[self.front_written..] } else { &frame[..] };
+            slices[i] = IoSlice::new(bytes);
+            count += 1;
+        }
+        count
+    }
+
+    /// Records that the kernel took `written` bytes: drops the frames it finished (their pooled memory
+    /// goes back once every recipient is done) and remembers where a partly written frame stopped.
+    pub(crate) fn consume(&mut self, mut written: usize, soft_limit: usize) {
+        self.queued_bytes -= written;
+        while written > 0 {
+            let front = self.frames.front().expect("written bytes were queued");
+            let rest = front.len() - self.front_written;
+            if written < rest {
+                self.front_written += written;
+                break;
+            }
+            written -= rest;
+            self.front_written = 0;
+            self.frames.pop_front();
+        }
+        if self.queued_bytes <= soft_limit {
+            self.over_soft_since = None;
+        }
+    }
+
+    /// Writes as much as `write` takes, one vectored call per batch of [`MAX_IOVECS`] frames, until the
+    /// queue is empty or the socket would block. Returns whether the queue is now empty.
+    ///
+    /// # Errors
+    ///
+    /// Any error of `write` other than `WouldBlock` (and `Interrupted`, which is retried).
+    pub(crate) fn flush_with(
+        &mut self,
+        soft_limit: usize,
+        mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+    ) -> io::Result<bool> {
+        while !self.frames.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let count = self.io_slices(&mut slices);
+            match write(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => self.consume(written, soft_limit),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(bytes: &[u8]) -> PoolBytes {
+        PoolBytes::from_vec(bytes.to_vec())
+    }
+
+    #[test]
+    fn partial_writes_resume_where_they_stopped() {
+        let now = Instant::now();
+        let mut queue = SendQueue::default();
+        queue.push(frame(b"hello"), 1000, now);
+        queue.push(frame(b"world"), 1000, now);
+        let mut wire = Vec::new();
+        // A socket that takes 3 bytes per call, then would block after 2 calls.
+        let mut calls = 0;
+        let done = queue
+            .flush_with(1000, |slices| {
+                calls += 1;
+                if calls > 2 {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                let all: Vec<u8> = slices.iter().flat_map(|s| s.iter().copied()).collect();
+                wire.extend_from_slice(&all[..3]);
+                Ok(3)
+            })
+            .unwrap();
+        assert!(!done);
+        assert_eq!(wire, b"hellow");
+        assert_eq!(queue.queued_bytes(), 4);
+        let done = queue
+            .flush_with(1000, |slices| {
+                let all: Vec<u8> = slices.iter().flat_map(|s| s.iter().copied()).collect();
+                wire.extend_from_slice(&all);
+                Ok(all.len())
+            })
+            .unwrap();
+        assert!(done);
+        assert_eq!(wire, b"helloworld");
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn soft_limit_clock_starts_and_stops() {
+        let now = Instant::now();
+        let mut queue = SendQueue::default();
+        queue.push(frame(&[0; 10]), 15, now);
+        assert_eq!(queue.over_soft_since(), None);
+        queue.push(frame(&[0; 10]), 15, now);
+        assert_eq!(queue.over_soft_since(), Some(now));
+        queue.consume(10, 15);
+        assert_eq!(queue.over_soft_since(), None);
+    }
+
+    #[test]
+    fn discard_keeps_a_started_frame_and_seal_refuses_more() {
+        let now = Instant::now();
+        let mut queue = SendQueue::default();
+        for _ in 0..5 {
+            queue.push(frame(b"abcd"), 1000, now);
+        }
+        queue.consume(2, 1000);
+        queue.discard_unstarted();
+        assert_eq!(queue.queued_bytes(), 2);
+        queue.push(frame(b"ERR"), 1000, now);
+        queue.seal();
+        queue.push(frame(b"late"), 1000, now);
+        let mut wire = Vec::new();
+        queue
+            .flush_with(1000, |slices| {
+                let all: Vec<u8> = slices.iter().flat_map(|s| s.iter().copied()).collect();
+                wire.extend_from_slice(&all);
+                Ok(all.len())
+            })
+            .unwrap();
+        assert_eq!(wire, b"cdERR");
+    }
+}

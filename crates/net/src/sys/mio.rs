@@ -1,0 +1,278 @@
+//! Readiness backend on mio (epoll on Linux, kqueue on BSD/macOS), edge-triggered.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::time::Instant;
+
+use gamewire_pool::ChunkMut;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+
+use super::{READS_PER_TURN, SWEEP_INTERVAL};
+use crate::server::ShutdownState;
+use crate::worker::{Phase, RunStats, Worker};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+/// Token of the waker, for [`crate::Server`] to create it.
+pub(crate) const WAKER_TOKEN: Token = WAKER;
+
+/// The event loop of one worker on mio.
+pub(crate) struct EventLoop {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    worker: Worker<TcpStream>,
+    shutdown: Arc<ShutdownState>,
+    /// The chunk every read goes into; its bytes are decoded in place and it is reused.
+    receive_chunk: ChunkMut,
+    /// Connections with bytes possibly left unread: the read budget ran out or the pool ran low.
+    /// Edge-triggered readiness will not report them again, so the loop must come back to them.
+    pending_reads: Vec<usize>,
+    /// Scratch lists, kept for their capacity.
+    scratch: Vec<usize>,
+    accept_paused: bool,
+}
+
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop").field("connections", &self.worker.conns.len()).finish_non_exhaustive()
+    }
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        poll: Poll,
+        mut listener: TcpListener,
+        worker: Worker<TcpStream>,
+        shutdown: Arc<ShutdownState>,
+    ) -> io::Result<Self> {
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let receive_chunk = worker
+            .pool
+            .try_alloc()
+            .ok_or_else(|| io::Error::other("buffer pool has no chunk for receiving"))?;
+        Ok(EventLoop {
+            poll,
+            listener: Some(listener),
+            worker,
+            shutdown,
+            receive_chunk,
+            pending_reads: Vec::new(),
+            scratch: Vec::new(),
+            accept_paused: false,
+        })
+    }
+
+    /// The pool is considered low below this many free chunks: reading stops until it recovers, so the
+    /// frames produced by what was read always find room.
+    fn pool_reserve(&self) -> usize {
+        (self.worker.pool.chunk_count() / 16).max(4)
+    }
+
+    pub(crate) fn run(mut self) -> io::Result<RunStats> {
+        let mut events = Events::with_capacity(1024);
+        let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            let timeout = if self.pending_reads.is_empty() || self.pool_is_low() {
+                next_sweep.saturating_duration_since(now)
+            } else {
+                std::time::Duration::ZERO
+            };
+            if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(error);
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(now),
+                    WAKER => {}
+                    Token(token) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(token, now);
+                        }
+                        if event.is_writable() && self.worker.conns.contains(token) {
+                            self.worker.out.mark_dirty(token);
+                        }
+                    }
+                }
+            }
+            if !self.pending_reads.is_empty() && !self.pool_is_low() {
+                let mut pending = std::mem::take(&mut self.pending_reads);
+                for &token in &pending {
+                    if self.worker.conns.contains(token) {
+                        self.read(token, now);
+                    }
+                }
+                pending.clear();
+                if self.pending_reads.is_empty() {
+                    self.pending_reads = pending;
+                }
+            }
+            if now >= next_sweep {
+                self.worker.sweep(now);
+                next_sweep = now + SWEEP_INTERVAL;
+                if self.accept_paused {
+                    self.accept_paused = false;
+                    self.accept_all(now);
+                }
+            }
+            match self.shutdown.requests() {
+                0 => {}
+                1 => {
+                    if drain_deadline.is_none() {
+                        tracing::info!(connections = self.worker.conns.len(), "shutting down: draining");
+                        if let Some(mut listener) = self.listener.take() {
+                            let _ = self.poll.registry().deregister(&mut listener);
+                        }
+                        self.worker.shut_down_all(now);
+                        drain_deadline = Some(now + self.worker.config.drain_timeout);
+                    }
+                }
+                _ => {
+                    tracing::warn!("second shutdown request: stopping without draining");
+                    break;
+                }
+            }
+            self.worker.settle(now);
+            self.flush_dirty(now);
+            self.drop_closed();
+            if let Some(deadline) = drain_deadline {
+                if self.worker.conns.is_empty() {
+                    break;
+                }
+                if now >= deadline {
+                    tracing::warn!(connections = self.worker.conns.len(), "drain deadline passed");
+                    break;
+                }
+            }
+        }
+        Ok(self.worker.finish_stats())
+    }
+
+    fn pool_is_low(&self) -> bool {
+        self.worker.pool.free_chunks() < self.pool_reserve()
+    }
+
+    fn accept_all(&mut self, now: Instant) {
+        loop {
+            let Some(listener) = &self.listener else { return };
+            let (mut stream, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    // EMFILE/ENFILE/ENOBUFS: the pending connection stays in the backlog; try again at
+                    // the next sweep instead of spinning on a listener that stays readable.
+                    tracing::warn!(%error, "accept failed; pausing accept until the next sweep");
+                    self.accept_paused = true;
+                    return;
+                }
+            };
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, %peer, "set_nodelay failed");
+            }
+            if self.worker.is_full() {
+                self.worker.stats.accepted += 1;
+                // A fresh socket's send buffer is empty: the short frame goes out whole or not at all.
+                let _ = stream.write(self.worker.server_full_frame());
+                let _ = stream.shutdown(Shutdown::Write);
+                tracing::debug!(%peer, "refused: server full");
+                continue;
+            }
+            let token = self.worker.accept(stream, peer, now);
+            let conn = &mut self.worker.conns[token];
+            if let Err(error) =
+                self.poll.registry().register(&mut conn.socket, Token(token), Interest::READABLE)
+            {
+                tracing::warn!(%error, %peer, "register failed");
+                self.worker.peer_closed(token, now);
+            }
+        }
+    }
+
+    /// Reads `token` until the kernel has nothing more, the turn's budget is spent, or the pool is low.
+    fn read(&mut self, token: usize, now: Instant) {
+        let reserve = self.pool_reserve();
+        for _ in 0..READS_PER_TURN {
+            let Some(conn) = self.worker.conns.get_mut(token) else { return };
+            if conn.phase == Phase::Open && self.worker.pool.free_chunks() < reserve {
+                self.worker.stats.read_pauses += 1;
+                self.pending_reads.push(token);
+                return;
+            }
+            self.receive_chunk.clear();
+            match conn.socket.read(self.receive_chunk.spare_mut()) {
+                Ok(0) => {
+                    self.worker.peer_closed(token, now);
+                    return;
+                }
+                Ok(n) => {
+                    self.receive_chunk.advance(n);
+                    self.worker.receive(token, self.receive_chunk.filled(), now);
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.worker.peer_closed(token, now);
+                    return;
+                }
+            }
+        }
+        self.pending_reads.push(token);
+    }
+
+    fn flush_dirty(&mut self, now: Instant) {
+        let mut dirty = std::mem::take(&mut self.scratch);
+        self.worker.out.take_dirty(&mut dirty);
+        let soft_limit = self.worker.out.soft_limit();
+        for &token in &dirty {
+            let Some((conn, queue)) = self.worker.conn_and_queue(token) else { continue };
+            let socket = &conn.socket;
+            let result = queue.flush_with(soft_limit, |slices| (&*socket).write_vectored(slices));
+            match result {
+                Ok(true) => {
+                    if conn.wants_writable {
+                        conn.wants_writable = false;
+                        let _ = self.poll.registry().reregister(
+                            &mut conn.socket,
+                            Token(token),
+                            Interest::READABLE,
+                        );
+                    }
+                    if let Phase::Draining { write_shut: false, .. } = conn.phase {
+                        let _ = conn.socket.shutdown(Shutdown::Write);
+                        self.worker.mark_write_shut(token);
+                    }
+                }
+                Ok(false) => {
+                    if !conn.wants_writable {
+                        conn.wants_writable = true;
+                        let interest = Interest::READABLE | Interest::WRITABLE;
+                        let _ = self.poll.registry().reregister(&mut conn.socket, Token(token), interest);
+                    }
+                }
+                Err(_) => self.worker.peer_closed(token, now),
+            }
+        }
+        self.scratch = dirty;
+    }
+
+    fn drop_closed(&mut self) {
+        let mut closed = std::mem::take(&mut self.scratch);
+        self.worker.take_closed(&mut closed);
+        for &token in &closed {
+            if self.worker.conns.contains(token) {
+                let mut conn = self.worker.remove(token);
+                let _ = self.poll.registry().deregister(&mut conn.socket);
+                tracing::trace!(peer = %conn.peer, "closed");
+            }
+        }
+        self.scratch = closed;
+    }
+}

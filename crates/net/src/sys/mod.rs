@@ -1,0 +1,26 @@
+//! Event-loop backends. Each one moves bytes between sockets and a [`crate::worker::Worker`]; none
+//! changes what the world sees.
+//!
+//! Every backend must:
+//! 1. accept until the kernel has no more pending connections, refuse beyond `max_connections` with
+//!    ERROR(SERVER_FULL), and set TCP_NODELAY on every accepted socket;
+//! 2. read into pool chunks and pass the bytes to `Worker::receive` in the order they arrived, and stop
+//!    reading (backpressure, not loss) while the pool is low, resuming by itself once chunks return;
+//! 3. call `Worker::peer_closed` on end of stream or a socket error;
+//! 4. after each batch of events: `Worker::settle`, then flush every dirty connection once, with
+//!    vectored writes of its queued frames, resuming partial writes exactly where they stopped;
+//! 5. shut the write side of a draining connection once its queue is empty, and drop the connections
+//!    `Worker::take_closed` names;
+//! 6. call `Worker::sweep` at least every [`SWEEP_INTERVAL`];
+//! 7. on the shutdown signal stop accepting, call `Worker::shut_down_all` and keep serving until every
+//!    connection is gone or the drain deadline passes; on a second signal return at once.
+
+use std::time::Duration;
+
+pub(crate) mod mio;
+
+/// How often deadlines are checked; also bounds how late a timeout fires.
+pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Reads one connection may take per loop turn before others get their turn: fairness under floods.
+pub(crate) const READS_PER_TURN: usize = 16;
