@@ -29,6 +29,8 @@ pub(crate) struct EventLoop {
     /// Connections with bytes possibly left unread: the read budget ran out or the pool ran low.
     /// Edge-triggered readiness will not report them again, so the loop must come back to them.
     pending_reads: Vec<usize>,
+    /// The pending list being worked through this turn (kept apart, and for its capacity).
+    retrying_reads: Vec<usize>,
     /// Scratch lists, kept for their capacity.
     scratch: Vec<usize>,
     accept_paused: bool,
@@ -59,6 +61,7 @@ impl EventLoop {
             shutdown,
             receive_chunk,
             pending_reads: Vec::new(),
+            retrying_reads: Vec::new(),
             scratch: Vec::new(),
             accept_paused: false,
         })
@@ -103,16 +106,16 @@ impl EventLoop {
                 }
             }
             if !self.pending_reads.is_empty() && !self.pool_is_low() {
-                let mut pending = std::mem::take(&mut self.pending_reads);
-                for &token in &pending {
+                // Swap lists: reads that run out of budget again queue themselves for the next turn.
+                std::mem::swap(&mut self.pending_reads, &mut self.retrying_reads);
+                let mut retrying = std::mem::take(&mut self.retrying_reads);
+                for &token in &retrying {
                     if self.worker.conns.contains(token) {
                         self.read(token, now);
                     }
                 }
-                pending.clear();
-                if self.pending_reads.is_empty() {
-                    self.pending_reads = pending;
-                }
+                retrying.clear();
+                self.retrying_reads = retrying;
             }
             if now >= next_sweep {
                 self.worker.sweep(now);
