@@ -134,16 +134,18 @@ impl<S> Worker<S> {
                     if world.handle(now, &mut conn.session, frame, out) == Verdict::Close {
                         break Verdict::Close;
                     }
+                    // Route frames addressed to the player by id from its WELCOME on: the next frame in
+                    // this same read (a MOVE right behind the HELLO) already needs it.
+                    if let Some(id) = conn.session.player()
+                        && !out.is_bound(id, token)
+                    {
+                        out.bind(id, token);
+                    }
                 }
                 Ok(None) => break Verdict::Continue,
                 Err(error) => break world.fail(&mut conn.session, error.error_code(), out),
             }
         };
-        if let Some(id) = conn.session.player()
-            && !out.is_bound(id, token)
-        {
-            out.bind(id, token);
-        }
         conn.partial_since = match (conn.decoder.is_mid_frame(), conn.partial_since) {
             (false, _) => None,
             (true, since) => since.or(Some(now)),
