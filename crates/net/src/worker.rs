@@ -18,11 +18,16 @@ use crate::send_queue::SendQueue;
 pub(crate) enum Phase {
     /// Serving: frames are read, decoded and handed to the world.
     Open,
-    /// The session is over; what is queued (ending with the fatal ERROR) is being flushed. Once it is,
-    /// the write side is shut and the peer's remaining bytes are read and dropped until it closes or
-    /// the linger passes: closing with unread bytes would send a RST that can destroy the ERROR before
-    /// the client reads it.
-    Draining { since: Instant, write_shut: bool },
+    /// The session is over; what is queued (ending with the fatal ERROR) is being flushed, for at most
+    /// the write deadline. Once it is, the write side is shut and the peer's remaining bytes are read
+    /// and dropped until it closes or the linger passes: closing with unread bytes would send a RST
+    /// that can destroy the ERROR before the client reads it.
+    Draining {
+        /// When the connection is dropped whatever happens: the flush deadline, then the linger.
+        deadline: Instant,
+        /// Whether everything was flushed and the write side shut.
+        write_shut: bool,
+    },
 }
 
 /// One client connection. `S` is the backend's socket.
@@ -173,7 +178,7 @@ impl<S> Worker<S> {
         if let Some(id) = conn.session.player() {
             self.out.unbind(id);
         }
-        conn.phase = Phase::Draining { since: now, write_shut: false };
+        conn.phase = Phase::Draining { deadline: now + self.config.write_deadline, write_shut: false };
         self.out.queues[token].seal();
         // Flush (and then shut the write side) even if nothing new was queued.
         self.out.mark_dirty(token);
@@ -206,18 +211,17 @@ impl<S> Worker<S> {
         }
     }
 
-    /// Enforces every deadline: HELLO, idle, partial frame, write (soft limit) and the drain linger.
+    /// Enforces every deadline: HELLO, idle, partial frame, write (soft limit), flush and linger.
     /// O(connections); called a few times a second.
     pub(crate) fn sweep(&mut self, now: Instant) {
         let config = &self.config;
-        let (partial_timeout, write_deadline, linger) =
-            (config.partial_frame_timeout, config.write_deadline, config.close_linger);
+        let (partial_timeout, write_deadline) = (config.partial_frame_timeout, config.write_deadline);
         let mut expired = std::mem::take(&mut self.expired);
         expired.clear();
         for (token, conn) in &self.conns {
             let code = match conn.phase {
-                Phase::Draining { since, .. } => {
-                    if now.saturating_duration_since(since) >= linger {
+                Phase::Draining { deadline, .. } => {
+                    if now >= deadline {
                         expired.push((token, None));
                     }
                     continue;
@@ -282,9 +286,10 @@ impl<S> Worker<S> {
     }
 
     /// Records that the write side of a draining connection was shut after its last byte went out.
-    pub(crate) fn mark_write_shut(&mut self, token: usize) {
-        if let Phase::Draining { write_shut, .. } = &mut self.conns[token].phase {
+    pub(crate) fn mark_write_shut(&mut self, token: usize, now: Instant) {
+        if let Phase::Draining { deadline, write_shut } = &mut self.conns[token].phase {
             *write_shut = true;
+            *deadline = now + self.config.close_linger;
         }
     }
 

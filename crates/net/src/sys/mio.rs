@@ -250,7 +250,7 @@ impl EventLoop {
                     }
                     if let Phase::Draining { write_shut: false, .. } = conn.phase {
                         let _ = conn.socket.shutdown(Shutdown::Write);
-                        self.worker.mark_write_shut(token);
+                        self.worker.mark_write_shut(token, now);
                     }
                 }
                 Ok(false) => {
