@@ -1,5 +1,7 @@
-//! The `gamewire` command: `gamewire serve` runs the game server.
+//! The `gamewire` command: `gamewire serve` runs the game server, `gamewire bots` loads one.
 
+mod bots;
+mod clock;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +18,8 @@ struct Cli {
 enum Command {
     /// Run the game server (protocol v1 over TCP).
     Serve(serve::ServeArgs),
+    /// Simulate players over TCP against a server (open-loop load, latency histogram).
+    Bots(bots::BotsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,5 +33,6 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve::run(args),
+        Command::Bots(args) => bots::run(args),
     }
 }
