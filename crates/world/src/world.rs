@@ -251,7 +251,9 @@ impl World {
     ///
     /// Checks, in the protocol's order, the header `player_id` (SPOOFED_ID), the session state
     /// (BAD_STATE), the payload (MALFORMED) and the rate limits (RATE_LIMITED), then applies the rule.
-    /// The I/O layer has already refused TOO_LARGE and UNKNOWN_PACKET headers.
+    /// The I/O layer has already refused TOO_LARGE and UNKNOWN_PACKET headers. A frame handled at or
+    /// after the session's [`Session::deadline`] ends it with TIMEOUT instead, as
+    /// [`World::poll_timeout`] would have.
     pub fn handle(
         &mut self,
         now: Instant,
@@ -261,6 +263,11 @@ impl World {
     ) -> Verdict {
         if session.is_closed() {
             return Verdict::Close;
+        }
+        // The I/O layer may poll timeouts coarsely or read before it polls: a frame handled once the
+        // deadline has passed must not rescue the session ("HELLO within 5 s", idle timeout).
+        if now >= session.deadline(&self.config) {
+            return self.fail(session, ErrorCode::Timeout, out);
         }
         session.last_packet_at = now;
         let Some(kind) = PacketKind::from_id(frame.packet_id()).filter(|k| k.is_client_sendable()) else {
