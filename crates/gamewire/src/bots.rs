@@ -222,7 +222,7 @@ pub(crate) fn simulate(args: &BotsArgs) -> anyhow::Result<Summary> {
         .map(|_| Bot {
             stream: None,
             state: State::Idle,
-            decoder: FrameDecoder::new(Direction::ToClient, SERVER_PAYLOAD_MAX.max(1024)),
+            decoder: FrameDecoder::new(Direction::ToClient, SERVER_PAYLOAD_MAX),
             pending: Vec::new(),
             id: 0,
             x: 0.0,

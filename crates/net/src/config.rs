@@ -103,6 +103,11 @@ impl ServerConfig {
         if self.max_connections == 0 {
             return Err(ConfigError::Limits("max_connections must be at least 1"));
         }
+        let durations =
+            [self.write_deadline, self.partial_frame_timeout, self.drain_timeout, self.close_linger];
+        if durations.iter().any(|d| *d > gamewire_world::MAX_TIMEOUT) {
+            return Err(ConfigError::Limits("deadlines and timeouts must not exceed one year"));
+        }
         if self.send_soft_limit > self.send_hard_limit {
             return Err(ConfigError::Limits("send_soft_limit must not exceed send_hard_limit"));
         }

@@ -117,10 +117,6 @@ impl Outbound {
         }
     }
 
-    pub(crate) fn is_bound(&self, id: PlayerId, token: usize) -> bool {
-        self.players.get(id.index()).copied().flatten() == Some((id, token))
-    }
-
     fn token_of(&self, id: PlayerId) -> Option<usize> {
         match self.players.get(id.index()).copied().flatten() {
             Some((bound, token)) if bound == id => Some(token),
@@ -144,12 +140,14 @@ impl Outbound {
         out.append(&mut self.dirty);
     }
 
-    fn deliver(&mut self, token: usize, frame: &PoolBytes) {
+    fn deliver(&mut self, token: usize, frame: &PoolBytes, is_error: bool) {
         let queue = &mut self.queues[token];
         if queue.is_sealed() {
             return;
         }
-        if queue.queued_bytes() + frame.len() > self.hard_limit {
+        // An ERROR always gets in (it is at most 216 bytes, and fatal ones end the queue): a client cut
+        // off for any reason must learn why, even when its queue sits right at the limit.
+        if !is_error && queue.queued_bytes() + frame.len() > self.hard_limit {
             // The connection is cut off with SLOW_CONSUMER once the world's call returns; frames for it
             // meanwhile are pointless, and queueing them would grow memory past the limit.
             if !queue.is_over_hard() {
@@ -166,15 +164,16 @@ impl Outbound {
 
 impl Outbox for Outbound {
     fn send(&mut self, to: Recipients<'_>, player_id: u32, packet: &Packet<'_>) {
+        let is_error = matches!(packet, Packet::Error { .. });
         match to {
             Recipients::Sender => {
                 let frame = self.writer.encode(player_id, packet);
-                self.deliver(self.sender, &frame);
+                self.deliver(self.sender, &frame, is_error);
             }
             Recipients::One(id) => {
                 if let Some(token) = self.token_of(id) {
                     let frame = self.writer.encode(player_id, packet);
-                    self.deliver(token, &frame);
+                    self.deliver(token, &frame, is_error);
                 }
             }
             Recipients::Many(ids) => {
@@ -184,7 +183,7 @@ impl Outbox for Outbound {
                 let frame = self.writer.encode(player_id, packet);
                 for &id in ids {
                     if let Some(token) = self.token_of(id) {
-                        self.deliver(token, &frame);
+                        self.deliver(token, &frame, is_error);
                     }
                 }
             }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use gamewire_pool::Pool;
 use gamewire_proto::{Direction, ErrorCode, FrameDecoder, Packet, encode_frame_to_vec};
-use gamewire_world::{Session, Verdict, World, error_message};
+use gamewire_world::{PlayerId, Session, Verdict, World, error_message};
 use slab::Slab;
 
 use crate::ServerConfig;
@@ -40,6 +40,8 @@ pub(crate) struct Conn<S> {
     pub(crate) wants_writable: bool,
     decoder: FrameDecoder,
     session: Session,
+    /// The player whose frames are routed to this connection, once WELCOMEd.
+    player: Option<PlayerId>,
     /// Since when the decoder holds an unfinished frame.
     partial_since: Option<Instant>,
 }
@@ -57,6 +59,8 @@ pub struct RunStats {
     pub heap_fallbacks: u64,
     /// Times reading stopped because the pool ran low.
     pub read_pauses: u64,
+    /// Clients cut off as slow consumers because the pool stayed exhausted.
+    pub pressure_cuts: u64,
 }
 
 /// The backend-independent state of one event loop.
@@ -69,6 +73,8 @@ pub(crate) struct Worker<S> {
     pub(crate) pool: Pool,
     /// Tokens the backend must deregister and drop.
     closed: Vec<usize>,
+    /// Whether the last sweep ran with reads paused for pool pressure.
+    reads_were_paused: bool,
     /// Scratch list of the sweep: (token, the ERROR to fail it with, or `None` to just drop it).
     expired: Vec<(usize, Option<ErrorCode>)>,
     server_full_frame: Vec<u8>,
@@ -92,6 +98,7 @@ impl<S> Worker<S> {
             pool,
             closed: Vec::new(),
             expired: Vec::new(),
+            reads_were_paused: false,
             server_full_frame,
             stats: RunStats::default(),
         }
@@ -116,6 +123,7 @@ impl<S> Worker<S> {
             wants_writable: false,
             decoder: FrameDecoder::new(Direction::ToServer, self.config.max_payload),
             session: Session::new(now),
+            player: None,
             partial_since: None,
         });
         self.out.open(token);
@@ -132,18 +140,21 @@ impl<S> Worker<S> {
         out.sender = token;
         out.now = now;
         let mut input = bytes;
+        let mut completed = 0;
         let verdict = loop {
             match conn.decoder.next_frame(&mut input) {
                 Ok(Some(frame)) => {
                     stats.frames_in += 1;
+                    completed += 1;
                     if world.handle(now, &mut conn.session, frame, out) == Verdict::Close {
                         break Verdict::Close;
                     }
                     // Route frames addressed to the player by id from its WELCOME on: the next frame in
                     // this same read (a MOVE right behind the HELLO) already needs it.
-                    if let Some(id) = conn.session.player()
-                        && !out.is_bound(id, token)
+                    if conn.player.is_none()
+                        && let Some(id) = conn.session.player()
                     {
+                        conn.player = Some(id);
                         out.bind(id, token);
                     }
                 }
@@ -151,9 +162,12 @@ impl<S> Worker<S> {
                 Err(error) => break world.fail(&mut conn.session, error.error_code(), out),
             }
         };
-        conn.partial_since = match (conn.decoder.is_mid_frame(), conn.partial_since) {
+        // The deadline runs from the first byte of the frame that is unfinished now: a frame that
+        // began in this read (after others completed) starts its own clock.
+        conn.partial_since = match (conn.decoder.is_mid_frame(), completed) {
             (false, _) => None,
-            (true, since) => since.or(Some(now)),
+            (true, 0) => conn.partial_since.or(Some(now)),
+            (true, _) => Some(now),
         };
         if verdict == Verdict::Close {
             self.begin_drain(token, now);
@@ -175,7 +189,7 @@ impl<S> Worker<S> {
 
     fn begin_drain(&mut self, token: usize, now: Instant) {
         let conn = &mut self.conns[token];
-        if let Some(id) = conn.session.player() {
+        if let Some(id) = conn.player.take() {
             self.out.unbind(id);
         }
         conn.phase = Phase::Draining { deadline: now + self.config.write_deadline, write_shut: false };
@@ -188,7 +202,7 @@ impl<S> Worker<S> {
     pub(crate) fn peer_closed(&mut self, token: usize, now: Instant) {
         let Worker { conns, out, world, .. } = self;
         let Some(conn) = conns.get_mut(token) else { return };
-        if let Some(id) = conn.session.player() {
+        if let Some(id) = conn.player.take() {
             out.unbind(id);
         }
         out.sender = token;
@@ -213,7 +227,19 @@ impl<S> Worker<S> {
 
     /// Enforces every deadline: HELLO, idle, partial frame, write (soft limit), flush and linger.
     /// O(connections); called a few times a second.
-    pub(crate) fn sweep(&mut self, now: Instant) {
+    ///
+    /// While `reads_paused` (the pool is exhausted), the client-side deadlines (HELLO, idle, partial
+    /// frame) are not enforced: the bytes that would meet them may be waiting in a socket the server
+    /// chose not to read. When reading resumes, unfinished frames get a fresh partial-frame deadline.
+    pub(crate) fn sweep(&mut self, now: Instant, reads_paused: bool) {
+        if self.reads_were_paused && !reads_paused {
+            for (_, conn) in &mut self.conns {
+                if conn.partial_since.is_some() {
+                    conn.partial_since = Some(now);
+                }
+            }
+        }
+        self.reads_were_paused = reads_paused;
         let config = &self.config;
         let (partial_timeout, write_deadline) = (config.partial_frame_timeout, config.write_deadline);
         let mut expired = std::mem::take(&mut self.expired);
@@ -230,7 +256,8 @@ impl<S> Worker<S> {
                     let partial_expired = conn
                         .partial_since
                         .is_some_and(|since| now.saturating_duration_since(since) >= partial_timeout);
-                    if now >= conn.session.deadline(self.world.config()) || partial_expired {
+                    let session_expired = now >= conn.session.deadline(self.world.config());
+                    if !reads_paused && (session_expired || partial_expired) {
                         ErrorCode::Timeout
                     } else if self.out.queues[token]
                         .over_soft_since()
@@ -257,6 +284,27 @@ impl<S> Worker<S> {
         }
         self.expired = expired;
         self.settle(now);
+    }
+
+    /// The buffer pool is exhausted and reading is paused: if nothing gives, clients that do not read
+    /// would hold every chunk and stall everyone else. Cuts off the open connection with the largest
+    /// backlog as a slow consumer (its unsent frames are dropped, returning their chunks). Called once
+    /// per sweep while the pressure lasts, so it removes one client at a time, the worst first.
+    pub(crate) fn relieve_pool_pressure(&mut self, now: Instant) {
+        let worst = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| conn.phase == Phase::Open)
+            .map(|(token, _)| (self.out.queues[token].queued_bytes(), token))
+            .max();
+        if let Some((backlog, token)) = worst
+            && backlog > 0
+        {
+            tracing::warn!(peer = %self.conns[token].peer, backlog, "buffer pool exhausted: cutting the largest backlog");
+            self.stats.pressure_cuts += 1;
+            self.out.queues[token].discard_unstarted();
+            self.fail(token, ErrorCode::SlowConsumer, now);
+        }
     }
 
     /// Begins a graceful stop: every open session gets ERROR(SHUTTING_DOWN) after what is queued.

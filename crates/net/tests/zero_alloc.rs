@@ -1,57 +1,13 @@
 //! Steady-state MOVE relaying allocates nothing on the server's thread: counted by a global allocator.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use gamewire_net::{Server, ServerConfig};
+use gamewire_pool::alloc_counter::{self, CountingAllocator};
 use gamewire_proto::{Direction, FrameDecoder, Move, Packet, PacketKind, encode_frame_to_vec};
 use gamewire_world::{Rate, RateLimits};
-
-/// Counts allocations made by threads that opted in (the server's), not by the test's clients.
-struct CountingAllocator;
-
-static SERVER_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static COUNTED: Cell<bool> = const { Cell::new(false) };
-}
-
-fn count() {
-    // `try_with`: during thread teardown the slot may be gone; such allocations are not the hot path.
-    if COUNTED.try_with(Cell::get).unwrap_or(false) {
-        SERVER_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every method forwards to the system allocator unchanged; counting has no effect on memory.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded with the caller's layout, as GlobalAlloc requires.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: `ptr` was allocated by this allocator (so by System) with `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by this allocator (so by System) with `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -158,7 +114,7 @@ fn relaying_moves_in_steady_state_allocates_nothing_on_the_server() {
     let addr = server.local_addr();
     let stop = server.shutdown_handle();
     let server_thread = std::thread::spawn(move || {
-        COUNTED.with(|counted| counted.set(true));
+        alloc_counter::count_this_thread();
         server.run()
     });
 
@@ -173,12 +129,12 @@ fn relaying_moves_in_steady_state_allocates_nothing_on_the_server() {
     for step in 0..200 {
         round(&mut clients, step);
     }
-    let before = SERVER_ALLOCATIONS.load(Ordering::Relaxed);
+    let before = alloc_counter::allocations();
     const ROUNDS: u32 = 300;
     for step in 200..200 + ROUNDS {
         round(&mut clients, step);
     }
-    let allocations = SERVER_ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let allocations = alloc_counter::allocations() - before;
     let relayed = ROUNDS as usize * CLIENTS * (CLIENTS - 1);
 
     stop.shutdown();

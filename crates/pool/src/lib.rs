@@ -62,6 +62,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "alloc-counter")]
+pub mod alloc_counter;
 mod bytes;
 mod chunk;
 mod free_list;

@@ -59,6 +59,6 @@ pub const ERROR_MESSAGE_MAX: usize = 200;
 pub const DEFAULT_MAX_PAYLOAD: u32 = 1024;
 /// The largest `max_payload` a server may be configured with.
 pub const MAX_PAYLOAD_LIMIT: u32 = 65536;
-/// Largest payload the server itself ever sends (an ERROR with the longest message, or a CHAT), so that a
-/// client decoder configured with this limit accepts every valid server frame.
-pub const SERVER_PAYLOAD_MAX: u32 = 4 + ERROR_MESSAGE_MAX as u32;
+/// Largest payload the server itself ever sends (a relayed CHAT of 256 bytes; an ERROR is at most 204,
+/// an ENTER 48), so that a client decoder configured with this limit accepts every valid server frame.
+pub const SERVER_PAYLOAD_MAX: u32 = CHAT_MAX as u32;

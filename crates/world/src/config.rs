@@ -140,6 +140,14 @@ pub enum ConfigError {
         /// The limit.
         limit: usize,
     },
+    /// A timeout so long that deadlines computed from it could overflow the clock.
+    #[error("{name} of {seconds} s exceeds the limit of one year")]
+    TimeoutTooLong {
+        /// The parameter.
+        name: &'static str,
+        /// Its value in seconds.
+        seconds: u64,
+    },
     /// `max_hp` or a rate is zero.
     #[error("{name} must be positive")]
     Zero {
@@ -150,6 +158,9 @@ pub enum ConfigError {
 
 /// Largest number of grid cells a world may have (16 M cells of 24 bytes: 400 MiB would be absurd).
 pub(crate) const MAX_CELLS: usize = 1 << 22;
+
+/// Longest timeout accepted: a year is "never" for a game session, and keeps `Instant + timeout` safe.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl Config {
     /// Checks that every parameter is usable.
@@ -202,6 +213,11 @@ impl Config {
                 cells,
                 limit: MAX_CELLS,
             });
+        }
+        for (name, timeout) in [("hello_timeout", self.hello_timeout), ("idle_timeout", self.idle_timeout)] {
+            if timeout > MAX_TIMEOUT {
+                return Err(ConfigError::TimeoutTooLong { name, seconds: timeout.as_secs() });
+            }
         }
         if self.max_players == 0 || self.max_players > crate::PlayerId::MAX_PLAYERS {
             return Err(ConfigError::MaxPlayers {

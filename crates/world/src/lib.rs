@@ -21,7 +21,7 @@ mod id;
 mod rate;
 mod world;
 
-pub use config::{Config, ConfigError, Rate, RateLimits};
+pub use config::{Config, ConfigError, MAX_TIMEOUT, Rate, RateLimits};
 pub use geometry::Position;
 pub use id::PlayerId;
 pub use world::{MAX_HEIGHT, Outbox, PlayerInfo, Recipients, Session, Verdict, World, error_message};

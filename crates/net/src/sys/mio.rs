@@ -1,5 +1,6 @@
 //! Readiness backend on mio (epoll on Linux, kqueue on BSD/macOS), edge-triggered.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
@@ -34,7 +35,13 @@ pub(crate) struct EventLoop {
     /// Scratch lists, kept for their capacity.
     scratch: Vec<usize>,
     accept_paused: bool,
+    /// Connections refused with SERVER_FULL, kept (unread, write side shut) for the close linger so
+    /// that closing them does not reset the ERROR away before the client reads it. Bounded.
+    refused: VecDeque<(TcpStream, Instant)>,
 }
+
+/// Most refused connections held for their linger at once; beyond it the oldest is closed early.
+const MAX_LINGERING_REFUSALS: usize = 1024;
 
 impl std::fmt::Debug for EventLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,6 +71,7 @@ impl EventLoop {
             retrying_reads: Vec::new(),
             scratch: Vec::new(),
             accept_paused: false,
+            refused: VecDeque::new(),
         })
     }
 
@@ -118,7 +126,14 @@ impl EventLoop {
                 self.retrying_reads = retrying;
             }
             if now >= next_sweep {
-                self.worker.sweep(now);
+                let pool_low = self.pool_is_low();
+                self.worker.sweep(now, pool_low && !self.pending_reads.is_empty());
+                if pool_low {
+                    self.worker.relieve_pool_pressure(now);
+                }
+                while self.refused.front().is_some_and(|(_, until)| *until <= now) {
+                    self.refused.pop_front();
+                }
                 next_sweep = now + SWEEP_INTERVAL;
                 if self.accept_paused {
                     self.accept_paused = false;
@@ -186,6 +201,10 @@ impl EventLoop {
                 let _ = stream.write(self.worker.server_full_frame());
                 let _ = stream.shutdown(Shutdown::Write);
                 tracing::debug!(%peer, "refused: server full");
+                if self.refused.len() == MAX_LINGERING_REFUSALS {
+                    self.refused.pop_front();
+                }
+                self.refused.push_back((stream, now + self.worker.config.close_linger));
                 continue;
             }
             let token = self.worker.accept(stream, peer, now);
