@@ -155,6 +155,7 @@ impl<S> Worker<S> {
                         && let Some(id) = conn.session.player()
                     {
                         conn.player = Some(id);
+                        conn.decoder.set_player_id(id.get());
                         out.bind(id, token);
                     }
                 }

@@ -188,6 +188,13 @@ fn a_spoofed_player_id_is_fatal_before_and_after_welcome() {
         assert_fatal(&server, &mut witness, Stage::Joined, ErrorCode::SpoofedId, |_| {
             encode_frame_to_vec(witness_id, &Packet::Attack { target_id: witness_id })
         });
+        // Decided from the header alone: the payload never comes, the ERROR does.
+        assert_fatal(&server, &mut witness, Stage::Joined, ErrorCode::SpoofedId, |id| {
+            header_bytes(PacketKind::Move.id(), id + 1, 20)
+        });
+        assert_fatal(&server, &mut witness, Stage::BeforeWelcome, ErrorCode::SpoofedId, |_| {
+            header_bytes(PacketKind::Hello.id(), 3, 5)
+        });
     });
 }
 

@@ -82,7 +82,9 @@ impl<'a> RawFrame<'a> {
 ///
 /// The header is checked as soon as its 12 bytes are in, before waiting for the payload: a
 /// `data_length` above `max_payload` is [`DecodeError::TooLarge`], then a packet id this direction may
-/// not carry is [`DecodeError::UnknownPacket`] (the protocol's order). After an error the stream cannot
+/// not carry is [`DecodeError::UnknownPacket`], then (reading a client) a `player_id` other than 0 and
+/// the one given to [`FrameDecoder::set_player_id`] is [`DecodeError::SpoofedId`] (the protocol's
+/// order). After an error the stream cannot
 /// be resynchronised: every later call returns the same error, and the connection should be closed.
 #[derive(Debug)]
 pub struct FrameDecoder {
@@ -93,6 +95,9 @@ pub struct FrameDecoder {
     /// `partial` holds a complete frame that was already returned; drop it on the next call.
     partial_returned: bool,
     failed: Option<DecodeError>,
+    /// For [`Direction::ToServer`]: the only non-zero `player_id` a header may carry (the session's
+    /// id, once WELCOMEd; 0 before, so that only 0 is accepted).
+    own_player_id: u32,
 }
 
 /// A buffer that grew beyond this for one large frame is released rather than kept per connection.
@@ -101,7 +106,20 @@ const RETAINED_PARTIAL_CAPACITY: usize = 2048;
 impl FrameDecoder {
     /// A decoder for `direction` that refuses payloads above `max_payload` bytes.
     pub fn new(direction: Direction, max_payload: u32) -> Self {
-        FrameDecoder { direction, max_payload, partial: Vec::new(), partial_returned: false, failed: None }
+        FrameDecoder {
+            direction,
+            max_payload,
+            partial: Vec::new(),
+            partial_returned: false,
+            failed: None,
+            own_player_id: 0,
+        }
+    }
+
+    /// Sets the id the server assigned to this connection's player: from now on a header may carry 0 or
+    /// this id, anything else is [`DecodeError::SpoofedId`]. Only for [`Direction::ToServer`].
+    pub fn set_player_id(&mut self, player_id: u32) {
+        self.own_player_id = player_id;
     }
 
     /// The configured payload limit.
@@ -127,6 +145,11 @@ impl FrameDecoder {
             Err(DecodeError::TooLarge { length, max: self.max_payload })
         } else if !PacketKind::from_id(packet_id).is_some_and(|kind| self.direction.accepts(kind)) {
             Err(DecodeError::UnknownPacket { packet_id })
+        } else if self.direction == Direction::ToServer
+            && header.player_id.get() != 0
+            && header.player_id.get() != self.own_player_id
+        {
+            Err(DecodeError::SpoofedId { player_id: header.player_id.get() })
         } else {
             Ok(length as usize)
         };
@@ -232,11 +255,18 @@ mod tests {
         Ok(frames)
     }
 
+    /// A server-side decoder for a session whose player id is 1.
+    fn session_decoder(max_payload: u32) -> FrameDecoder {
+        let mut decoder = FrameDecoder::new(Direction::ToServer, max_payload);
+        decoder.set_player_id(1);
+        decoder
+    }
+
     fn sample_stream() -> Vec<u8> {
         let mut bytes = encode_frame_to_vec(0, &Packet::Hello { name: "ada" });
-        bytes.extend(encode_frame_to_vec(5, &Packet::Move(&Move::new(1.0, 2.0, 3.0, 4.0, 99))));
-        bytes.extend(encode_frame_to_vec(5, &Packet::Ping { payload: &[] }));
-        bytes.extend(encode_frame_to_vec(5, &Packet::Chat { text: "hi there" }));
+        bytes.extend(encode_frame_to_vec(1, &Packet::Move(&Move::new(1.0, 2.0, 3.0, 4.0, 99))));
+        bytes.extend(encode_frame_to_vec(0, &Packet::Ping { payload: &[] }));
+        bytes.extend(encode_frame_to_vec(1, &Packet::Chat { text: "hi there" }));
         bytes
     }
 
@@ -254,16 +284,16 @@ mod tests {
     #[test]
     fn every_split_point_decodes_the_same() {
         let bytes = sample_stream();
-        let whole = decode_all(&mut FrameDecoder::new(Direction::ToServer, 1024), &[&bytes]).unwrap();
+        let whole = decode_all(&mut session_decoder(1024), &[&bytes]).unwrap();
         assert_eq!(whole.len(), 4);
         for cut in 0..=bytes.len() {
             let (a, b) = bytes.split_at(cut);
-            let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
+            let mut decoder = session_decoder(1024);
             assert_eq!(decode_all(&mut decoder, &[a, b]).unwrap(), whole, "cut at {cut}");
             assert!(!decoder.is_mid_frame());
         }
         let singles: Vec<&[u8]> = bytes.chunks(1).collect();
-        let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
+        let mut decoder = session_decoder(1024);
         assert_eq!(decode_all(&mut decoder, &singles).unwrap(), whole);
     }
 
@@ -316,6 +346,31 @@ mod tests {
     }
 
     #[test]
+    fn spoofed_ids_are_refused_from_the_header_alone() {
+        let header = crate::Header::new(3, 7, 20);
+        let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
+        let err = decoder.next_frame(&mut zerocopy::IntoBytes::as_bytes(&header)).unwrap_err();
+        assert_eq!(err, DecodeError::SpoofedId { player_id: 7 });
+        assert_eq!(err.error_code(), ErrorCode::SpoofedId);
+        let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
+        decoder.set_player_id(7);
+        let mut bytes = encode_frame_to_vec(7, &Packet::Ping { payload: &[] });
+        bytes.extend(encode_frame_to_vec(0, &Packet::Ping { payload: &[] }));
+        bytes.extend_from_slice(zerocopy::IntoBytes::as_bytes(&crate::Header::new(3, 8, 20)));
+        let mut input = &bytes[..];
+        assert!(decoder.next_frame(&mut input).unwrap().is_some());
+        assert!(decoder.next_frame(&mut input).unwrap().is_some());
+        assert_eq!(decoder.next_frame(&mut input).unwrap_err(), DecodeError::SpoofedId { player_id: 8 });
+        // Unknown packet wins over a spoofed id; a client reading a server needs no id.
+        let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
+        let unknown = crate::Header::new(2, 9, 0);
+        let err = decoder.next_frame(&mut zerocopy::IntoBytes::as_bytes(&unknown)).unwrap_err();
+        assert_eq!(err.error_code(), ErrorCode::UnknownPacket);
+        let mut decoder = FrameDecoder::new(Direction::ToClient, 1024);
+        assert!(decoder.next_frame(&mut &encode_frame_to_vec(9, &Packet::Leave)[..]).unwrap().is_some());
+    }
+
+    #[test]
     fn straddling_buffer_is_released_after_a_large_frame() {
         let text = "x".repeat(256);
         let bytes = encode_frame_to_vec(0, &Packet::Chat { text: &text });
@@ -329,7 +384,7 @@ mod tests {
     fn arb_packet_bytes() -> impl Strategy<Value = Vec<u8>> {
         prop_oneof![
             "[a-z]{1,32}".prop_map(|name| encode_frame_to_vec(0, &Packet::Hello { name: &name })),
-            (any::<[f32; 4]>(), any::<u32>(), any::<u32>()).prop_map(|(f, t, id)| {
+            (any::<[f32; 4]>(), any::<u32>(), 0u32..=1).prop_map(|(f, t, id)| {
                 encode_frame_to_vec(id, &Packet::Move(&Move::new(f[0], f[1], f[2], f[3], t)))
             }),
             any::<u32>().prop_map(|target_id| encode_frame_to_vec(1, &Packet::Attack { target_id })),
@@ -358,7 +413,7 @@ mod tests {
                 start = point;
             }
             chunks.push(&stream[start..]);
-            let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
+            let mut decoder = session_decoder(1024);
             let decoded = decode_all(&mut decoder, &chunks).unwrap();
             prop_assert_eq!(decoded.len(), frames.len());
             for (frame, original) in decoded.iter().zip(&frames) {

@@ -102,6 +102,12 @@ pub enum DecodeError {
         /// The header's `packet_id`.
         packet_id: u32,
     },
+    /// A client header names a player other than 0 or the session's own.
+    #[error("header player_id {player_id} is neither 0 nor the session's own id")]
+    SpoofedId {
+        /// The header's `player_id`.
+        player_id: u32,
+    },
 }
 
 impl DecodeError {
@@ -110,6 +116,7 @@ impl DecodeError {
         match self {
             DecodeError::TooLarge { .. } => ErrorCode::TooLarge,
             DecodeError::UnknownPacket { .. } => ErrorCode::UnknownPacket,
+            DecodeError::SpoofedId { .. } => ErrorCode::SpoofedId,
         }
     }
 }
