@@ -118,6 +118,10 @@ pub(crate) struct ServeArgs {
     /// Seed for spawn points and session tokens (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
+    /// Echo raw bytes back instead of playing (no framing): for comparing the I/O core with other
+    /// runtimes under a standard echo client.
+    #[arg(long)]
+    echo: bool,
 }
 
 impl ServeArgs {
@@ -160,6 +164,7 @@ impl ServeArgs {
             partial_frame_timeout: self.partial_frame_timeout,
             drain_timeout: self.drain_timeout,
             close_linger: defaults.close_linger,
+            echo: self.echo,
         }
     }
 }
@@ -169,7 +174,11 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let world = &config.world;
     let limits = &world.limits;
     let server = Server::bind(config.clone()).context("cannot start the server")?;
-    tracing::info!(addr = %server.local_addr(), "gamewire listening (protocol v1, backend mio)");
+    if config.echo {
+        tracing::info!(addr = %server.local_addr(), "gamewire listening (raw echo, backend mio)");
+    } else {
+        tracing::info!(addr = %server.local_addr(), "gamewire listening (protocol v1, backend mio)");
+    }
     tracing::info!(
         world = format_args!("{}x{}", world.world_w, world.world_h),
         aoi_radius = world.aoi_radius,

@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// After a fatal ERROR is flushed, how long to wait for the peer to close before dropping it.
     pub close_linger: Duration,
+    /// Echo raw bytes instead of playing the game (no framing, no world): for comparing the I/O core
+    /// with other runtimes under a standard echo client.
+    pub echo: bool,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +53,7 @@ impl Default for ServerConfig {
             partial_frame_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
             close_linger: Duration::from_secs(2),
+            echo: false,
         }
     }
 }

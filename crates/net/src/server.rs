@@ -11,6 +11,7 @@ use gamewire_world::World;
 use mio::{Poll, Waker};
 
 use crate::sys::mio::{EventLoop, WAKER_TOKEN};
+use crate::sys::mio_echo::EchoLoop;
 use crate::worker::{RunStats, Worker};
 use crate::{ConfigError, ServerConfig};
 
@@ -85,7 +86,7 @@ impl ShutdownHandle {
 /// ```
 #[derive(Debug)]
 pub struct Server {
-    event_loop: EventLoop,
+    event_loop: Loop,
     local_addr: SocketAddr,
     shutdown: ShutdownHandle,
 }
@@ -110,8 +111,12 @@ impl Server {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
         let shutdown = ShutdownHandle(Arc::new(ShutdownState { requests: AtomicUsize::new(0), waker }));
-        let worker = Worker::new(config, world, pool, Instant::now());
-        let event_loop = EventLoop::new(poll, listener, worker, shutdown.0.clone())?;
+        let event_loop = if config.echo {
+            Loop::Echo(EchoLoop::new(poll, listener, pool, shutdown.0.clone())?)
+        } else {
+            let worker = Worker::new(config, world, pool, Instant::now());
+            Loop::Game(EventLoop::new(poll, listener, worker, shutdown.0.clone())?)
+        };
         Ok(Server { event_loop, local_addr, shutdown })
     }
 
@@ -131,8 +136,18 @@ impl Server {
     ///
     /// An I/O error of the event loop itself (not of a connection: those only close the connection).
     pub fn run(self) -> Result<RunStats, ServerError> {
-        Ok(self.event_loop.run()?)
+        Ok(match self.event_loop {
+            Loop::Game(event_loop) => event_loop.run()?,
+            Loop::Echo(event_loop) => event_loop.run()?,
+        })
     }
+}
+
+/// What the server runs: the game, or the raw echo of `ServerConfig::echo`.
+#[derive(Debug)]
+enum Loop {
+    Game(EventLoop),
+    Echo(EchoLoop),
 }
 
 fn bind_listener(addr: SocketAddr) -> io::Result<mio::net::TcpListener> {

@@ -18,6 +18,7 @@
 use std::time::Duration;
 
 pub(crate) mod mio;
+pub(crate) mod mio_echo;
 
 /// How often deadlines are checked; also bounds how late a timeout fires.
 pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
