@@ -115,7 +115,7 @@ impl Server {
             Loop::Echo(EchoLoop::new(poll, listener, pool, shutdown.0.clone())?)
         } else {
             let worker = Worker::new(config, world, pool, Instant::now());
-            Loop::Game(EventLoop::new(poll, listener, worker, shutdown.0.clone())?)
+            Loop::Game(Box::new(EventLoop::new(poll, listener, worker, shutdown.0.clone())?))
         };
         Ok(Server { event_loop, local_addr, shutdown })
     }
@@ -146,7 +146,7 @@ impl Server {
 /// What the server runs: the game, or the raw echo of `ServerConfig::echo`.
 #[derive(Debug)]
 enum Loop {
-    Game(EventLoop),
+    Game(Box<EventLoop>),
     Echo(EchoLoop),
 }
 
