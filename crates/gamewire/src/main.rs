@@ -1,5 +1,7 @@
-//! The `gamewire` command: `gamewire serve` runs the game server, `gamewire bots` loads one.
+//! The `gamewire` command: `gamewire serve` runs the game server, `gamewire bots` loads one, and
+//! `gamewire bench` measures servers side by side.
 
+mod bench;
 mod bots;
 mod clock;
 mod serve;
@@ -20,6 +22,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Simulate players over TCP against a server (open-loop load, latency histogram).
     Bots(bots::BotsArgs),
+    /// Measure servers side by side: CPU, peak RSS, frames/s and latency of each, in one run.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,5 +38,6 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve::run(args),
         Command::Bots(args) => bots::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

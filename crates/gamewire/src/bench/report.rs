@@ -1,0 +1,468 @@
+//! What a run measured, the results of a whole bench, and the Markdown table made of them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::proc::Machine;
+use super::stats::{cpu_us_per_frame, format_ratio, median, median_index, ratio};
+
+/// Latency figures of a load client, microseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct ClientLatency {
+    pub(crate) samples: u64,
+    pub(crate) p50: u64,
+    pub(crate) p99: u64,
+    pub(crate) p999: u64,
+    pub(crate) max: u64,
+    pub(crate) mean: f64,
+    /// (latency_us, cumulative fraction) points of the CDF.
+    pub(crate) cdf: Vec<(u64, f64)>,
+}
+
+impl ClientLatency {
+    pub(crate) fn from_histogram(histogram: &hdrhistogram::Histogram<u64>) -> Self {
+        if histogram.is_empty() {
+            return ClientLatency::default();
+        }
+        let quantiles = [
+            0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999,
+            0.9995, 0.9999, 1.0,
+        ];
+        ClientLatency {
+            samples: histogram.len(),
+            p50: histogram.value_at_quantile(0.5),
+            p99: histogram.value_at_quantile(0.99),
+            p999: histogram.value_at_quantile(0.999),
+            max: histogram.max(),
+            mean: histogram.mean(),
+            cdf: quantiles.iter().map(|&q| (histogram.value_at_quantile(q), q)).collect(),
+        }
+    }
+}
+
+/// The JSON summary a load client prints: `gamewire bots --json`, or the bench's echo client (same
+/// shape). Only the fields the bench uses are read; missing ones default to zero.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct ClientReport {
+    pub(crate) bots: usize,
+    pub(crate) connected: usize,
+    pub(crate) welcomed: usize,
+    pub(crate) duration_seconds: f64,
+    pub(crate) frames_received: u64,
+    pub(crate) frames_per_second: f64,
+    pub(crate) errors: BTreeMap<String, u64>,
+    pub(crate) error_total: u64,
+    pub(crate) disconnects: u64,
+    pub(crate) connect_failures: u64,
+    pub(crate) send_stalls: u64,
+    pub(crate) latency_us: ClientLatency,
+}
+
+/// One run of one server.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct RunMeasure {
+    /// Server utime+stime over the measured window.
+    pub(crate) cpu_seconds: f64,
+    pub(crate) peak_rss_bytes: u64,
+    /// Load client utime+stime over (about) the measured window: near the window's length means the
+    /// client, not the server, was the limit.
+    pub(crate) client_cpu_seconds: f64,
+    pub(crate) client: ClientReport,
+}
+
+/// Latency percentiles in a server's results, microseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub(crate) struct LatencyFigures {
+    pub(crate) p50: u64,
+    pub(crate) p99: u64,
+    pub(crate) p999: u64,
+    pub(crate) max: u64,
+    pub(crate) samples: u64,
+}
+
+/// One server's figures: medians over its runs (error counts: the largest of any run).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub(crate) struct ServerResult {
+    pub(crate) name: String,
+    pub(crate) runs: usize,
+    pub(crate) cpu_seconds: f64,
+    pub(crate) peak_rss_bytes: u64,
+    pub(crate) frames_delivered: u64,
+    pub(crate) frames_per_second: f64,
+    /// Server CPU µs per delivered frame, which is also CPU seconds per million frames.
+    pub(crate) cpu_us_per_frame: Option<f64>,
+    pub(crate) latency_us: LatencyFigures,
+    /// Protocol ERRORs the clients received (the largest count of any run).
+    pub(crate) errors: u64,
+    /// ERRORs by code, summed over the runs.
+    pub(crate) error_codes: BTreeMap<String, u64>,
+    pub(crate) disconnects: u64,
+    pub(crate) connect_failures: u64,
+    pub(crate) send_stalls: u64,
+    /// Bots that got their WELCOME (echo: connections established), the fewest of any run.
+    pub(crate) welcomed: usize,
+    pub(crate) client_cpu_seconds: f64,
+    /// CDF of the run with the median p99: (latency_us, fraction).
+    pub(crate) latency_cdf: Vec<(u64, f64)>,
+}
+
+fn median_of(runs: &[RunMeasure], figure: impl Fn(&RunMeasure) -> f64) -> f64 {
+    median(&runs.iter().map(figure).collect::<Vec<_>>()).unwrap_or(0.0)
+}
+
+fn median_u64(runs: &[RunMeasure], figure: impl Fn(&RunMeasure) -> u64) -> u64 {
+    median_of(runs, |run| figure(run) as f64).round() as u64
+}
+
+/// Combines the runs of one server: medians of the performance figures, the worst of the error counts.
+pub(crate) fn aggregate(name: &str, runs: &[RunMeasure]) -> ServerResult {
+    let per_frame: Vec<f64> =
+        runs.iter().filter_map(|r| cpu_us_per_frame(r.cpu_seconds, r.client.frames_received)).collect();
+    let p99s: Vec<f64> = runs.iter().map(|r| r.client.latency_us.p99 as f64).collect();
+    let mut error_codes = BTreeMap::new();
+    for run in runs {
+        for (code, n) in &run.client.errors {
+            *error_codes.entry(code.clone()).or_default() += n;
+        }
+    }
+    let worst = |figure: fn(&RunMeasure) -> u64| runs.iter().map(figure).max().unwrap_or(0);
+    ServerResult {
+        name: name.to_string(),
+        runs: runs.len(),
+        cpu_seconds: median_of(runs, |r| r.cpu_seconds),
+        peak_rss_bytes: median_u64(runs, |r| r.peak_rss_bytes),
+        frames_delivered: median_u64(runs, |r| r.client.frames_received),
+        frames_per_second: median_of(runs, |r| r.client.frames_per_second),
+        cpu_us_per_frame: median(&per_frame),
+        latency_us: LatencyFigures {
+            p50: median_u64(runs, |r| r.client.latency_us.p50),
+            p99: median_u64(runs, |r| r.client.latency_us.p99),
+            p999: median_u64(runs, |r| r.client.latency_us.p999),
+            max: median_u64(runs, |r| r.client.latency_us.max),
+            samples: median_u64(runs, |r| r.client.latency_us.samples),
+        },
+        errors: worst(|r| r.client.error_total),
+        error_codes,
+        disconnects: worst(|r| r.client.disconnects),
+        connect_failures: worst(|r| r.client.connect_failures),
+        send_stalls: worst(|r| r.client.send_stalls),
+        welcomed: runs.iter().map(|r| r.client.welcomed).min().unwrap_or(0),
+        client_cpu_seconds: median_of(runs, |r| r.client_cpu_seconds),
+        latency_cdf: median_index(&p99s).map(|i| runs[i].client.latency_us.cdf.clone()).unwrap_or_default(),
+    }
+}
+
+/// Whether a capacity step held: every bot playing, no ERROR, no disconnect, no stalled send, and p99
+/// within the limit.
+pub(crate) fn step_held(client: &ClientReport, bots: usize, p99_limit_us: u64) -> bool {
+    client.welcomed >= bots
+        && client.error_total == 0
+        && client.disconnects == 0
+        && client.connect_failures == 0
+        && client.send_stalls == 0
+        && client.latency_us.samples > 0
+        && client.latency_us.p99 <= p99_limit_us
+}
+
+/// One step of a capacity search.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct CapacityStep {
+    pub(crate) bots: usize,
+    pub(crate) held: bool,
+    pub(crate) p99_us: Option<u64>,
+    pub(crate) frames_per_second: Option<f64>,
+    pub(crate) errors: Option<u64>,
+    pub(crate) disconnects: Option<u64>,
+    pub(crate) welcomed: Option<usize>,
+    /// Why the step could not be measured at all.
+    pub(crate) failure: Option<String>,
+}
+
+/// A server that could not be measured.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct Failure {
+    pub(crate) name: String,
+    pub(crate) error: String,
+}
+
+/// The pinning in force.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct Pinning {
+    pub(crate) server_cpu: Option<usize>,
+    pub(crate) bots_cpu: Option<usize>,
+}
+
+/// Everything `results.json` holds.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Results {
+    pub(crate) scenario: String,
+    pub(crate) bots: usize,
+    pub(crate) duration: f64,
+    pub(crate) warmup: f64,
+    pub(crate) runs: usize,
+    pub(crate) machine: Machine,
+    pub(crate) date: String,
+    pub(crate) command: Vec<String>,
+    pub(crate) pinning: Pinning,
+    /// Server flags of the scenario (besides --addr).
+    pub(crate) server_flags: Vec<String>,
+    pub(crate) servers: Vec<ServerResult>,
+    pub(crate) failures: Vec<Failure>,
+    /// With --find-capacity: per server, the most bots held (null: not even the first step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) capacity: Option<BTreeMap<String, Option<usize>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) capacity_p99_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) capacity_steps: Option<BTreeMap<String, Vec<CapacityStep>>>,
+}
+
+/// A figure as the table prints it.
+fn format_number(value: f64) -> String {
+    if !value.is_finite() {
+        "n/a".to_string()
+    } else if value == 0.0 {
+        "0".to_string()
+    } else if value.abs() >= 100.0 {
+        format!("{value:.0}")
+    } else if value.abs() >= 10.0 {
+        format!("{value:.1}")
+    } else if value.abs() >= 0.1 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+type Figure = (&'static str, fn(&ServerResult) -> Option<f64>);
+
+const FIGURES: [Figure; 11] = [
+    ("server CPU (s)", |s| Some(s.cpu_seconds)),
+    ("CPU per million frames (s) = µs/frame", |s| s.cpu_us_per_frame),
+    ("peak RSS (MiB)", |s| Some(s.peak_rss_bytes as f64 / (1 << 20) as f64)),
+    ("frames delivered", |s| Some(s.frames_delivered as f64)),
+    ("frames/s", |s| Some(s.frames_per_second)),
+    ("latency p50 (ms)", |s| (s.latency_us.samples > 0).then(|| s.latency_us.p50 as f64 / 1e3)),
+    ("latency p99 (ms)", |s| (s.latency_us.samples > 0).then(|| s.latency_us.p99 as f64 / 1e3)),
+    ("latency p99.9 (ms)", |s| (s.latency_us.samples > 0).then(|| s.latency_us.p999 as f64 / 1e3)),
+    ("ERRORs", |s| Some(s.errors as f64)),
+    ("disconnects", |s| Some(s.disconnects as f64)),
+    ("load client CPU (s)", |s| Some(s.client_cpu_seconds)),
+];
+
+/// The Markdown table: one row per figure, one column per server, then one ratio column
+/// gamewire/baseline per baseline (when gamewire was measured).
+pub(crate) fn markdown_table(results: &Results) -> String {
+    let servers = &results.servers;
+    let gamewire = servers.iter().find(|s| s.name == "gamewire");
+    let baselines: Vec<&ServerResult> = if gamewire.is_some() {
+        servers.iter().filter(|s| s.name != "gamewire").collect()
+    } else {
+        Vec::new()
+    };
+    let mut out = String::new();
+    out.push_str("| figure |");
+    for server in servers {
+        out.push_str(&format!(" {} |", server.name));
+    }
+    for baseline in &baselines {
+        out.push_str(&format!(" gamewire/{} |", baseline.name));
+    }
+    out.push_str("\n|---|");
+    for _ in 0..servers.len() + baselines.len() {
+        out.push_str("---:|");
+    }
+    out.push('\n');
+    let cell = |value: Option<f64>| value.map_or_else(|| "n/a".to_string(), format_number);
+    for (label, figure) in FIGURES {
+        out.push_str(&format!("| {label} |"));
+        for server in servers {
+            out.push_str(&format!(" {} |", cell(figure(server))));
+        }
+        if let Some(gamewire) = gamewire {
+            for baseline in &baselines {
+                let r = figure(gamewire).zip(figure(baseline)).and_then(|(g, b)| ratio(g, b));
+                out.push_str(&format!(" {} |", format_ratio(r)));
+            }
+        }
+        out.push('\n');
+    }
+    if let (Some(capacity), Some(limit)) = (&results.capacity, results.capacity_p99_ms) {
+        let held = |name: &str| capacity.get(name).copied().flatten().map(|n| n as f64);
+        out.push_str(&format!("| capacity at p99 ≤ {limit} ms (bots) |"));
+        for server in servers {
+            out.push_str(&format!(" {} |", cell(held(&server.name))));
+        }
+        if gamewire.is_some() {
+            for baseline in &baselines {
+                let r = held("gamewire").zip(held(&baseline.name)).and_then(|(g, b)| ratio(g, b));
+                out.push_str(&format!(" {} |", format_ratio(r)));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// How the figures were taken, in one paragraph.
+pub(crate) fn method_line(results: &Results) -> String {
+    let pinning = match (&results.pinning.server_cpu, &results.pinning.bots_cpu) {
+        (Some(s), Some(b)) => format!("server pinned to CPU {s} and load client to CPU {b} (taskset)"),
+        _ => "unpinned (taskset unavailable or refused)".to_string(),
+    };
+    let latency = if results.scenario == "echo" {
+        "latency = round trip of a 64-byte message, closed loop per connection"
+    } else {
+        "latency = MOVE delivery latency from the client_time the sending bot stamps (open loop)"
+    };
+    format!(
+        "Method: scenario `{}`, {} clients, {} s warm-up then {} s measured, each server its own process, one after \
+         another, {pinning}; server CPU = utime+stime from /proc/PID/stat over the measured window; peak RSS = \
+         VmHWM; frames = frames the clients received in the window; {latency}; {} run(s) per server, medians \
+         (ERRORs/disconnects: worst run). Machine: {} × {}, Linux {}, {}.",
+        results.scenario,
+        results.bots,
+        results.warmup,
+        results.duration,
+        results.runs,
+        results.machine.cores,
+        results.machine.cpu_model,
+        results.machine.kernel,
+        results.date,
+    )
+}
+
+/// `results.md`: title, table, method, failures.
+pub(crate) fn markdown(results: &Results) -> String {
+    let mut out = format!(
+        "# gamewire bench: `{}`, {} clients, {} s\n\n",
+        results.scenario, results.bots, results.duration
+    );
+    out.push_str(&markdown_table(results));
+    out.push('\n');
+    out.push_str(&method_line(results));
+    out.push_str("\n\nCommand: `");
+    out.push_str(&results.command.join(" "));
+    out.push_str("`\n");
+    if !results.failures.is_empty() {
+        out.push_str("\nNot measured:\n");
+        for failure in &results.failures {
+            out.push_str(&format!("- {}: {}\n", failure.name, failure.error));
+        }
+    }
+    if let Some(steps) = &results.capacity_steps {
+        out.push_str("\nCapacity search (bots: p99 ms, held?):\n");
+        for (name, steps) in steps {
+            let line: Vec<String> = steps
+                .iter()
+                .map(|s| {
+                    let p99 = s.p99_us.map_or_else(|| "-".to_string(), |p| format_number(p as f64 / 1e3));
+                    format!("{}: {} {}", s.bots, p99, if s.held { "ok" } else { "broke" })
+                })
+                .collect();
+            let bound =
+                if steps.last().is_some_and(|s| s.held) { " (held every step: a lower bound)" } else { "" };
+            out.push_str(&format!("- {name}: {}{bound}\n", line.join(", ")));
+        }
+    }
+    out.push_str("\nPlots: `latency_cdf.svg`, `cpu_per_million_frames.svg`, `rss.svg`.\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(cpu: f64, frames: u64, p99: u64, errors: u64) -> RunMeasure {
+        RunMeasure {
+            cpu_seconds: cpu,
+            peak_rss_bytes: 10 << 20,
+            client_cpu_seconds: 1.0,
+            client: ClientReport {
+                bots: 10,
+                welcomed: 10,
+                frames_received: frames,
+                frames_per_second: frames as f64 / 10.0,
+                error_total: errors,
+                latency_us: ClientLatency {
+                    samples: 5,
+                    p50: p99 / 2,
+                    p99,
+                    p999: p99 * 2,
+                    cdf: vec![(p99, 0.99)],
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn runs_combine_into_medians_and_worst_errors() {
+        let runs = [run(1.0, 1000, 300, 0), run(3.0, 3000, 100, 2), run(2.0, 2000, 200, 0)];
+        let result = aggregate("gamewire", &runs);
+        assert_eq!(result.runs, 3);
+        assert_eq!(result.cpu_seconds, 2.0);
+        assert_eq!(result.frames_delivered, 2000);
+        assert_eq!(result.cpu_us_per_frame, Some(1000.0));
+        assert_eq!(result.latency_us.p99, 200);
+        assert_eq!(result.errors, 2);
+        assert_eq!(result.latency_cdf, vec![(200, 0.99)]);
+        assert_eq!(aggregate("x", &[run(1.0, 0, 0, 0)]).cpu_us_per_frame, None);
+    }
+
+    #[test]
+    fn client_reports_parse_from_bots_json() {
+        let json = r#"{"bots": 3, "connected": 3, "welcomed": 3, "duration_seconds": 2.0,
+            "sent": {"MOVE": 10}, "received": {"MOVE": 20}, "frames_received": 20, "frames_per_second": 10.0,
+            "errors": {"RATE_LIMITED": 1}, "error_total": 1, "disconnects": 0, "connect_failures": 0,
+            "send_stalls": 0, "latency_us": {"samples": 20, "p50": 100, "p99": 900, "p999": 950, "max": 990,
+            "mean": 150.5, "cdf": [[80, 0.0], [990, 1.0]]}}"#;
+        let report: ClientReport = serde_json::from_str(json).unwrap();
+        assert_eq!(report.frames_received, 20);
+        assert_eq!(report.errors.get("RATE_LIMITED"), Some(&1));
+        assert_eq!(report.latency_us.cdf, vec![(80, 0.0), (990, 1.0)]);
+        assert!(step_held(&ClientReport { error_total: 0, ..report.clone() }, 3, 1000));
+        assert!(!step_held(&report, 3, 1000), "an ERROR breaks the step");
+        assert!(!step_held(&ClientReport { error_total: 0, ..report.clone() }, 3, 800), "p99 over the limit");
+        assert!(
+            !step_held(&ClientReport { error_total: 0, ..report.clone() }, 4, 1000),
+            "a bot never played"
+        );
+    }
+
+    #[test]
+    fn the_table_has_ratios_and_na() {
+        let mut gamewire = aggregate("gamewire", &[run(1.0, 1000, 100, 0)]);
+        gamewire.peak_rss_bytes = 5 << 20;
+        let tokio = aggregate("tokio", &[run(4.0, 1000, 400, 0)]);
+        let results = Results {
+            scenario: "mmo".into(),
+            bots: 10,
+            duration: 10.0,
+            warmup: 1.0,
+            runs: 1,
+            machine: Machine { cores: 2, kernel: "6.1".into(), cpu_model: "test".into() },
+            date: "2024-01-01T00:00:00Z".into(),
+            command: vec!["gamewire".into(), "bench".into()],
+            pinning: Pinning { server_cpu: Some(0), bots_cpu: Some(1) },
+            server_flags: vec![],
+            servers: vec![gamewire, tokio],
+            failures: vec![],
+            capacity: Some([("gamewire".to_string(), Some(3000)), ("tokio".to_string(), None)].into()),
+            capacity_p99_ms: Some(50.0),
+            capacity_steps: None,
+        };
+        let table = markdown_table(&results);
+        assert!(table.starts_with("| figure | gamewire | tokio | gamewire/tokio |\n|---|---:|---:|---:|\n"));
+        assert!(table.contains("| server CPU (s) | 1.00 | 4.00 | 0.25× |"), "{table}");
+        assert!(table.contains("| peak RSS (MiB) | 5.00 | 10.0 | 0.50× |"), "{table}");
+        assert!(table.contains("| ERRORs | 0 | 0 | n/a |"), "{table}");
+        assert!(table.contains("| capacity at p99 ≤ 50 ms (bots) | 3000 | n/a | n/a |"), "{table}");
+        let md = markdown(&results);
+        assert!(md.contains("Method:") && md.contains("pinned to CPU 0"));
+    }
+}
