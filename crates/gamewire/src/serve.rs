@@ -18,7 +18,7 @@ pub(crate) struct ServeArgs {
     /// Largest client payload in bytes (256..=65536); bigger is TOO_LARGE.
     #[arg(long, default_value_t = gamewire_proto::DEFAULT_MAX_PAYLOAD)]
     max_payload: u32,
-    /// Size of the buffer pool in MiB (one mapped region, pre-faulted at start).
+    /// Size of the buffer pool in MiB (one mapped region; pages become resident as they are used).
     #[arg(long, default_value_t = 64)]
     pool_mib: usize,
     /// Size of a pool chunk in bytes (multiple of 64, at least 1024); one read fills at most one.
@@ -46,6 +46,10 @@ pub(crate) struct ServeArgs {
     /// runtimes under a standard echo client.
     #[arg(long)]
     echo: bool,
+    /// Touch every page of the buffer pool at start (whole pool resident at once, no page faults
+    /// later). By default pages become resident as the pool is first used.
+    #[arg(long)]
+    prefault: bool,
 }
 
 impl ServeArgs {
@@ -64,6 +68,7 @@ impl ServeArgs {
             partial_frame_timeout: self.partial_frame_timeout,
             drain_timeout: self.drain_timeout,
             close_linger: defaults.close_linger,
+            prefault_pool: self.prefault,
             echo: self.echo,
         }
     }

@@ -33,6 +33,11 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// After a fatal ERROR is flushed, how long to wait for the peer to close before dropping it.
     pub close_linger: Duration,
+    /// Touch every page of the pool at start. Off by default: untouched pages cost no memory, and the
+    /// pool's last-in-first-out free list keeps reusing the same hot chunks, so resident memory follows
+    /// what is really in use. On, the whole pool is resident from the start and no page fault happens
+    /// later.
+    pub prefault_pool: bool,
     /// Echo raw bytes instead of playing the game (no framing, no world): for comparing the I/O core
     /// with other runtimes under a standard echo client.
     pub echo: bool,
@@ -53,6 +58,7 @@ impl Default for ServerConfig {
             partial_frame_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
             close_linger: Duration::from_secs(2),
+            prefault_pool: false,
             echo: false,
         }
     }

@@ -92,7 +92,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Validates `config`, maps and pre-faults the buffer pool, builds the world and binds the listener.
+    /// Validates `config`, maps the buffer pool (pre-faulting it if asked), builds the world and binds the listener.
     ///
     /// # Errors
     ///
@@ -102,8 +102,10 @@ impl Server {
         config.validate()?;
         let pool =
             Pool::new(PoolConfig { chunk_size: config.chunk_size, chunk_count: config.chunk_count() })?;
-        // Fault the pages in now, on this thread, rather than on the first busy seconds of play.
-        pool.prefault();
+        if config.prefault_pool {
+            // Fault every page in now, on this thread, rather than during the first busy seconds.
+            pool.prefault();
+        }
         let world = World::new(config.world.clone()).map_err(ConfigError::from)?;
         let listener =
             bind_listener(config.addr).map_err(|source| ServerError::Bind { addr: config.addr, source })?;
