@@ -46,6 +46,10 @@ pub(crate) struct ServeArgs {
     /// runtimes under a standard echo client.
     #[arg(long)]
     echo: bool,
+    /// Least seconds between two flushes of the send queues: 0 flushes every loop turn (lowest
+    /// latency); a few milliseconds batch several turns' frames into one write per client (less CPU).
+    #[arg(long, default_value = "0", value_parser = gamewire_cli::seconds, value_name = "SECONDS")]
+    flush_interval: Duration,
     /// Touch every page of the buffer pool at start (whole pool resident at once, no page faults
     /// later). By default pages become resident as the pool is first used.
     #[arg(long)]
@@ -68,6 +72,7 @@ impl ServeArgs {
             partial_frame_timeout: self.partial_frame_timeout,
             drain_timeout: self.drain_timeout,
             close_linger: defaults.close_linger,
+            flush_interval: self.flush_interval,
             prefault_pool: self.prefault,
             echo: self.echo,
         }

@@ -33,6 +33,10 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// After a fatal ERROR is flushed, how long to wait for the peer to close before dropping it.
     pub close_linger: Duration,
+    /// Least time between two flushes of the send queues. Zero (the default) flushes at the end of every
+    /// loop turn, for the lowest latency; a few milliseconds let frames of several turns share one write
+    /// per client, for fewer syscalls per frame (a network tick, as many game servers have).
+    pub flush_interval: Duration,
     /// Touch every page of the pool at start. Off by default: untouched pages cost no memory, and the
     /// pool's last-in-first-out free list keeps reusing the same hot chunks, so resident memory follows
     /// what is really in use. On, the whole pool is resident from the start and no page fault happens
@@ -58,6 +62,7 @@ impl Default for ServerConfig {
             partial_frame_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
             close_linger: Duration::from_secs(2),
+            flush_interval: Duration::ZERO,
             prefault_pool: false,
             echo: false,
         }

@@ -131,6 +131,11 @@ impl Outbound {
         }
     }
 
+    /// Whether any queue received frames since the last flush.
+    pub(crate) fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
     /// Moves the dirty tokens into `out` (both vectors keep their capacity).
     pub(crate) fn take_dirty(&mut self, out: &mut Vec<usize>) {
         out.clear();
