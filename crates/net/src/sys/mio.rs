@@ -111,7 +111,9 @@ impl EventLoop {
                     WAKER => {}
                     Token(token) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read(token, now);
+                            // After the peer's FIN no new edge will come: read until end of stream.
+                            let until_eof = event.is_read_closed() || event.is_error();
+                            self.read(token, now, until_eof);
                         }
                         if event.is_writable() && self.worker.conns.contains(token) {
                             self.worker.out.mark_dirty(token);
@@ -125,7 +127,7 @@ impl EventLoop {
                 let mut retrying = std::mem::take(&mut self.retrying_reads);
                 for &token in &retrying {
                     if self.worker.conns.contains(token) {
-                        self.read(token, now);
+                        self.read(token, now, true);
                     }
                 }
                 retrying.clear();
@@ -230,7 +232,12 @@ impl EventLoop {
     }
 
     /// Reads `token` until the kernel has nothing more, the turn's budget is spent, or the pool is low.
-    fn read(&mut self, token: usize, now: Instant) {
+    ///
+    /// A read that returns less than the buffer emptied the socket's receive queue, so the loop stops
+    /// there instead of paying one more `read` only to see `WouldBlock`: with edge-triggered epoll any
+    /// byte arriving later raises a new edge (tokio clears readiness on short reads for the same reason).
+    /// `until_eof` turns this off when the peer has already closed, since no edge will follow its FIN.
+    fn read(&mut self, token: usize, now: Instant, until_eof: bool) {
         let reserve = self.pool_reserve();
         for _ in 0..READS_PER_TURN {
             let Some(conn) = self.worker.conns.get_mut(token) else { return };
@@ -246,8 +253,12 @@ impl EventLoop {
                     return;
                 }
                 Ok(n) => {
+                    let drained = n < self.receive_chunk.spare_mut().len();
                     self.receive_chunk.advance(n);
                     self.worker.receive(token, self.receive_chunk.filled(), now);
+                    if drained && !until_eof {
+                        return;
+                    }
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}

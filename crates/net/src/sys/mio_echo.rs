@@ -27,6 +27,8 @@ struct EchoConn {
     wants_writable: bool,
     /// Reading stopped because the queue is full or the pool is empty; resumed after a flush.
     read_paused: bool,
+    /// The peer's FIN (or an error) was reported: read until end of stream, no edge will follow.
+    until_eof: bool,
 }
 
 /// The echo event loop.
@@ -70,7 +72,12 @@ impl EchoLoop {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all()?,
-                    Token(token) if self.conns.contains(token) => turn.push(token),
+                    Token(token) if self.conns.contains(token) => {
+                        if event.is_read_closed() || event.is_error() {
+                            self.conns[token].until_eof = true;
+                        }
+                        turn.push(token);
+                    }
                     _ => {}
                 }
             }
@@ -100,6 +107,7 @@ impl EchoLoop {
                         queue: SendQueue::default(),
                         wants_writable: false,
                         read_paused: false,
+                        until_eof: false,
                     });
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -138,9 +146,15 @@ impl EchoLoop {
                     break;
                 }
                 Ok(n) => {
+                    // A short read emptied the receive queue: the next byte raises a new edge (see
+                    // `sys::mio`), so no extra read just to see WouldBlock.
+                    let drained = n < chunk.remaining();
                     chunk.advance(n);
                     self.stats.frames_in += 1;
                     conn.queue.push(chunk.freeze(), usize::MAX, Instant::now());
+                    if drained && !conn.until_eof {
+                        break;
+                    }
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
