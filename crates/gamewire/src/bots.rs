@@ -15,6 +15,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
 
+use crate::bench::report::LatencySummary;
 use crate::clock::{client_time, latency_micros, monotonic_micros};
 
 #[derive(Debug, Clone, Args)]
@@ -79,37 +80,6 @@ pub(crate) struct Summary {
     /// Sends skipped because the server had stopped reading and 1 MiB was already waiting.
     pub(crate) send_stalls: u64,
     pub(crate) latency_us: LatencySummary,
-}
-
-/// Delivery latency of relayed MOVEs, microseconds.
-#[derive(Debug, Default, Serialize)]
-pub(crate) struct LatencySummary {
-    pub(crate) samples: u64,
-    pub(crate) p50: u64,
-    pub(crate) p99: u64,
-    pub(crate) p999: u64,
-    pub(crate) max: u64,
-    pub(crate) mean: f64,
-    /// (latency_us, cumulative fraction) points for plotting a CDF.
-    pub(crate) cdf: Vec<(u64, f64)>,
-}
-
-impl LatencySummary {
-    pub(crate) fn from_histogram(histogram: &Histogram<u64>) -> Self {
-        if histogram.is_empty() {
-            return LatencySummary::default();
-        }
-        let quantiles = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9999, 1.0];
-        LatencySummary {
-            samples: histogram.len(),
-            p50: histogram.value_at_quantile(0.5),
-            p99: histogram.value_at_quantile(0.99),
-            p999: histogram.value_at_quantile(0.999),
-            max: histogram.max(),
-            mean: histogram.mean(),
-            cdf: quantiles.iter().map(|&q| (histogram.value_at_quantile(q), q)).collect(),
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

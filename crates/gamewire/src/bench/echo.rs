@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::report::{ClientLatency, ClientReport};
+use super::report::{ClientReport, LatencySummary};
 use crate::clock::monotonic_micros;
 
 /// Size of the message each connection bounces.
@@ -158,7 +158,7 @@ pub(crate) fn run_client(
         disconnects: counters.disconnects,
         connect_failures: counters.connect_failures,
         send_stalls: 0,
-        latency_us: ClientLatency::from_histogram(&counters.latency),
+        latency_us: LatencySummary::from_histogram(&counters.latency),
     })
 }
 

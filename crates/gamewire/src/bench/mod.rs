@@ -12,7 +12,7 @@ mod child;
 mod echo;
 mod plot;
 mod proc;
-mod report;
+pub(crate) mod report;
 mod stats;
 
 use std::collections::BTreeMap;

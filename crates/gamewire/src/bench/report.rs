@@ -7,10 +7,11 @@ use serde::{Deserialize, Serialize};
 use super::proc::Machine;
 use super::stats::{cpu_us_per_frame, format_ratio, median, median_index, ratio};
 
-/// Latency figures of a load client, microseconds.
+/// Latency figures of a load client (relayed MOVEs for the bots, round trips for the echo client),
+/// microseconds: the same summary `gamewire bots --json` prints and the bench reads back.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub(crate) struct ClientLatency {
+pub(crate) struct LatencySummary {
     pub(crate) samples: u64,
     pub(crate) p50: u64,
     pub(crate) p99: u64,
@@ -21,16 +22,16 @@ pub(crate) struct ClientLatency {
     pub(crate) cdf: Vec<(u64, f64)>,
 }
 
-impl ClientLatency {
+impl LatencySummary {
     pub(crate) fn from_histogram(histogram: &hdrhistogram::Histogram<u64>) -> Self {
         if histogram.is_empty() {
-            return ClientLatency::default();
+            return LatencySummary::default();
         }
         let quantiles = [
             0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999,
             0.9995, 0.9999, 1.0,
         ];
-        ClientLatency {
+        LatencySummary {
             samples: histogram.len(),
             p50: histogram.value_at_quantile(0.5),
             p99: histogram.value_at_quantile(0.99),
@@ -58,7 +59,7 @@ pub(crate) struct ClientReport {
     pub(crate) disconnects: u64,
     pub(crate) connect_failures: u64,
     pub(crate) send_stalls: u64,
-    pub(crate) latency_us: ClientLatency,
+    pub(crate) latency_us: LatencySummary,
 }
 
 /// One run of one server.
@@ -387,7 +388,7 @@ mod tests {
                 frames_received: frames,
                 frames_per_second: frames as f64 / 10.0,
                 error_total: errors,
-                latency_us: ClientLatency {
+                latency_us: LatencySummary {
                     samples: 5,
                     p50: p99 / 2,
                     p99,
