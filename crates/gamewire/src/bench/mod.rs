@@ -136,6 +136,9 @@ pub(crate) struct BenchArgs {
     /// `--pool-mib` of `gamewire serve`.
     #[arg(long, default_value_t = 64)]
     pool_mib: usize,
+    /// `--flush-interval` of `gamewire serve`, seconds (0: flush every loop turn, its default).
+    #[arg(long, default_value_t = 0.0)]
+    flush_interval: f64,
     /// Internal: run the echo client against this address and print its JSON summary.
     #[arg(long, hide = true)]
     echo_client: Option<SocketAddr>,
@@ -157,6 +160,7 @@ struct Plan {
     server_pin: Pin,
     client_pin: Pin,
     pool_mib: usize,
+    flush_interval: f64,
 }
 
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -203,6 +207,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         server_pin,
         client_pin,
         pool_mib: args.pool_mib,
+        flush_interval: args.flush_interval,
     };
 
     let mut measured: Vec<ServerResult> = Vec::new();
@@ -336,6 +341,7 @@ fn server_args(plan: &Plan, kind: ServerKind, bots: usize, addr: SocketAddr) -> 
     let mut args = Vec::new();
     if kind == ServerKind::Gamewire {
         args.extend(["serve".to_string(), "--pool-mib".to_string(), plan.pool_mib.to_string()]);
+        args.extend(["--flush-interval".to_string(), plan.flush_interval.to_string()]);
     }
     args.extend(["--addr".to_string(), addr.to_string()]);
     args.extend(scenario_flags(plan.scenario, bots));
