@@ -20,14 +20,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    gamewire_cli::init_logging();
     // A panic in one connection thread would leave the world lock poisoned and the server half alive,
     // still accepting connections it can no longer serve: fail fast instead, so a benchmark notices.
     let default_hook = std::panic::take_hook();

@@ -27,14 +27,7 @@ use anyhow::Context;
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    gamewire_cli::init_logging();
     let args = cli::Args::parse();
     // What `#[tokio::main]` expands to, spelled out so that `--threads` can set the worker count.
     let mut runtime = tokio::runtime::Builder::new_multi_thread();

@@ -1,4 +1,4 @@
-//! Command-line flags for the world and its rules, shared by `gamewire serve` and the baseline servers.
+//! Command-line flags for the world and its rules, and logging setup, shared by `gamewire serve` and the baseline servers.
 #![warn(missing_docs)]
 
 use std::str::FromStr;
@@ -121,6 +121,19 @@ impl WorldArgs {
             seed,
         }
     }
+}
+
+/// Logs to stderr through `tracing`, at `info` unless `RUST_LOG` says otherwise, with colours only on a
+/// terminal: the same for every server under test, so their logs read alike.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
 #[cfg(test)]
