@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use gamewire_pool::{ChunkMut, Pool, PoolBytes};
-use gamewire_proto::{Packet, encode_frame, encode_frame_to_vec, frame_len};
+use gamewire_proto::{ErrorCode, Packet, encode_frame, encode_frame_to_vec, frame_len};
 use gamewire_world::{Outbox, PlayerId, Recipients};
 
 use crate::send_queue::SendQueue;
@@ -150,9 +150,10 @@ impl Outbound {
         if queue.is_sealed() {
             return;
         }
-        // An ERROR always gets in (it is at most 216 bytes, and fatal ones end the queue): a client cut
-        // off for any reason must learn why, even when its queue sits right at the limit.
-        if !is_error && queue.queued_bytes() + frame.len() > self.hard_limit {
+        // A fatal ERROR always gets in (at most 216 bytes, and it ends the queue): a client cut off for
+        // any reason must learn why, even when its queue sits right at the limit.
+        // Once a frame was refused, later ones are too: a client must not get a MOVE whose ENTER fell.
+        if !is_error && (queue.is_over_hard() || queue.queued_bytes() + frame.len() > self.hard_limit) {
             // The connection is cut off with SLOW_CONSUMER once the world's call returns; frames for it
             // meanwhile are pointless, and queueing them would grow memory past the limit.
             if !queue.is_over_hard() {
@@ -169,7 +170,9 @@ impl Outbound {
 
 impl Outbox for Outbound {
     fn send(&mut self, to: Recipients<'_>, player_id: u32, packet: &Packet<'_>) {
-        let is_error = matches!(packet, Packet::Error { .. });
+        // Only a fatal ERROR passes the hard limit: it is the last frame, so the excess is bounded by one.
+        let is_error = matches!(packet, Packet::Error { code, .. }
+            if ErrorCode::from_u32(*code).is_some_and(ErrorCode::is_fatal));
         match to {
             Recipients::Sender => {
                 let frame = self.writer.encode(player_id, packet);

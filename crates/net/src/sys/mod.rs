@@ -7,8 +7,9 @@
 //! 2. read into pool chunks and pass the bytes to `Worker::receive` in the order they arrived, and stop
 //!    reading (backpressure, not loss) while the pool is low, resuming by itself once chunks return;
 //! 3. call `Worker::peer_closed` on end of stream or a socket error;
-//! 4. after each batch of events: `Worker::settle`, then flush every dirty connection once, with
-//!    vectored writes of its queued frames, resuming partial writes exactly where they stopped;
+//! 4. after each batch of events: `Worker::settle`, then (at most every `flush_interval`) flush every
+//!    dirty connection once, with vectored writes of its queued frames, resuming partial writes exactly
+//!    where they stopped;
 //! 5. shut the write side of a draining connection once its queue is empty, and drop the connections
 //!    `Worker::take_closed` names;
 //! 6. call `Worker::sweep` at least every [`SWEEP_INTERVAL`];
