@@ -32,6 +32,9 @@ pub(crate) struct EventLoop {
     pending_reads: Vec<usize>,
     /// The pending list being worked through this turn (kept apart, and for its capacity).
     retrying_reads: Vec<usize>,
+    /// `is_pending_read[token]`: the token is in `pending_reads`, so repeated events while reading is
+    /// paused do not queue it again and again.
+    is_pending_read: Vec<bool>,
     /// Scratch lists, kept for their capacity.
     scratch: Vec<usize>,
     accept_paused: bool,
@@ -69,6 +72,7 @@ impl EventLoop {
             receive_chunk,
             pending_reads: Vec::new(),
             retrying_reads: Vec::new(),
+            is_pending_read: Vec::new(),
             scratch: Vec::new(),
             accept_paused: false,
             refused: VecDeque::new(),
@@ -126,6 +130,7 @@ impl EventLoop {
                 std::mem::swap(&mut self.pending_reads, &mut self.retrying_reads);
                 let mut retrying = std::mem::take(&mut self.retrying_reads);
                 for &token in &retrying {
+                    self.is_pending_read[token] = false;
                     if self.worker.conns.contains(token) {
                         self.read(token, now, true);
                     }
@@ -243,7 +248,7 @@ impl EventLoop {
             let Some(conn) = self.worker.conns.get_mut(token) else { return };
             if conn.phase == Phase::Open && self.worker.pool.free_chunks() < reserve {
                 self.worker.stats.read_pauses += 1;
-                self.pending_reads.push(token);
+                self.queue_pending_read(token);
                 return;
             }
             self.receive_chunk.clear();
@@ -268,7 +273,18 @@ impl EventLoop {
                 }
             }
         }
-        self.pending_reads.push(token);
+        self.queue_pending_read(token);
+    }
+
+    /// Comes back to `token` on a later turn (each token at most once in the list).
+    fn queue_pending_read(&mut self, token: usize) {
+        if self.is_pending_read.len() <= token {
+            self.is_pending_read.resize(token + 1, false);
+        }
+        if !self.is_pending_read[token] {
+            self.is_pending_read[token] = true;
+            self.pending_reads.push(token);
+        }
     }
 
     fn flush_dirty(&mut self, now: Instant) {
