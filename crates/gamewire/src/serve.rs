@@ -46,8 +46,9 @@ pub(crate) struct ServeArgs {
     /// runtimes under a standard echo client.
     #[arg(long)]
     echo: bool,
-    /// Least seconds between two flushes of the send queues: 0 flushes every loop turn (lowest
-    /// latency); a few milliseconds batch several turns' frames into one write per client (less CPU).
+    /// Longest seconds a client's queued frame waits for others to share its write: 0 flushes every
+    /// loop turn (lowest latency); tens of milliseconds batch several turns' frames into one write
+    /// per client (less CPU per frame).
     #[arg(long, default_value = "0", value_parser = gamewire_cli::seconds, value_name = "SECONDS")]
     flush_interval: Duration,
     /// Touch every page of the buffer pool at start (whole pool resident at once, no page faults

@@ -33,9 +33,10 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// After a fatal ERROR is flushed, how long to wait for the peer to close before dropping it.
     pub close_linger: Duration,
-    /// Least time between two flushes of the send queues. Zero (the default) flushes at the end of every
-    /// loop turn, for the lowest latency; a few milliseconds let frames of several turns share one write
-    /// per client, for fewer syscalls per frame (a network tick, as many game servers have).
+    /// Longest a client's queued frame waits for others to share its write. Zero (the default) flushes
+    /// at the end of every loop turn, for the lowest latency; tens of milliseconds let frames of several
+    /// turns leave in one write per client, for fewer syscalls per frame (what a game server's network
+    /// tick gives, with each client's clock started by its own first frame so flushes stay spread).
     pub flush_interval: Duration,
     /// Touch every page of the pool at start. Off by default: untouched pages cost no memory, and the
     /// pool's last-in-first-out free list keeps reusing the same hot chunks, so resident memory follows

@@ -1,7 +1,8 @@
 //! The world's [`Outbox`] on the server: each frame encoded once into pooled memory, then a shared
 //! reference queued for every recipient.
 
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use gamewire_pool::{ChunkMut, Pool, PoolBytes};
 use gamewire_proto::{ErrorCode, Packet, encode_frame, encode_frame_to_vec, frame_len};
@@ -53,9 +54,11 @@ impl FrameWriter {
 #[derive(Debug)]
 pub(crate) struct Outbound {
     pub(crate) queues: Vec<SendQueue>,
-    /// Tokens whose queue received frames since the last flush, each once.
-    dirty: Vec<usize>,
-    dirty_flags: Vec<bool>,
+    /// Tokens whose queue received frames since their last flush, each once, in the order they became
+    /// dirty: with one coalescing delay for all, that is also the order in which their flushes fall due.
+    dirty: VecDeque<usize>,
+    /// `dirty_since[token]`: when `token` entered `dirty`, if it is there.
+    dirty_since: Vec<Option<Instant>>,
     /// `players[id.index()]` is the token of the connection playing `id`.
     players: Vec<Option<(PlayerId, usize)>>,
     /// Tokens whose queue went over the hard limit: to be cut off with SLOW_CONSUMER.
@@ -74,8 +77,8 @@ impl Outbound {
     pub(crate) fn new(pool: Pool, soft_limit: usize, hard_limit: usize, now: Instant) -> Self {
         Outbound {
             queues: Vec::new(),
-            dirty: Vec::new(),
-            dirty_flags: Vec::new(),
+            dirty: VecDeque::new(),
+            dirty_since: Vec::new(),
             players: Vec::new(),
             over_hard: Vec::new(),
             writer: FrameWriter::new(pool),
@@ -95,7 +98,7 @@ impl Outbound {
     pub(crate) fn open(&mut self, token: usize) {
         if self.queues.len() <= token {
             self.queues.resize_with(token + 1, SendQueue::default);
-            self.dirty_flags.resize(token + 1, false);
+            self.dirty_since.resize(token + 1, None);
         }
         self.queues[token] = SendQueue::default();
     }
@@ -124,25 +127,38 @@ impl Outbound {
         }
     }
 
+    /// Queues `token` for a flush (once; a token already waiting keeps its place and its time).
     pub(crate) fn mark_dirty(&mut self, token: usize) {
-        if !self.dirty_flags[token] {
-            self.dirty_flags[token] = true;
-            self.dirty.push(token);
+        if self.dirty_since[token].is_none() {
+            self.dirty_since[token] = Some(self.now);
+            self.dirty.push_back(token);
         }
     }
 
-    /// Whether any queue received frames since the last flush.
-    pub(crate) fn has_dirty(&self) -> bool {
-        !self.dirty.is_empty()
+    /// When the next flush falls due, if any queue waits for one: `delay` after the oldest dirty token
+    /// became dirty.
+    pub(crate) fn next_flush_due(&self, delay: Duration) -> Option<Instant> {
+        let &token = self.dirty.front()?;
+        self.dirty_since[token].map(|since| since + delay)
     }
 
-    /// Moves the dirty tokens into `out` (both vectors keep their capacity).
-    pub(crate) fn take_dirty(&mut self, out: &mut Vec<usize>) {
+    /// Moves into `out` the tokens that became dirty at least `delay` before `now` (every one with a
+    /// zero delay), oldest first; both vectors keep their capacity.
+    ///
+    /// Each connection's frames wait at most `delay` for company: the first frame queued after a flush
+    /// starts the clock, and whatever joins it meanwhile leaves in the same write. Unlike one tick for
+    /// all, the flushes stay spread over time as the frames that cause them are.
+    pub(crate) fn take_due(&mut self, now: Instant, delay: Duration, out: &mut Vec<usize>) {
         out.clear();
-        for &token in &self.dirty {
-            self.dirty_flags[token] = false;
+        while let Some(&token) = self.dirty.front() {
+            match self.dirty_since[token] {
+                Some(since) if since + delay > now => break,
+                _ => {}
+            }
+            self.dirty.pop_front();
+            self.dirty_since[token] = None;
+            out.push(token);
         }
-        out.append(&mut self.dirty);
     }
 
     fn deliver(&mut self, token: usize, frame: &PoolBytes, is_error: bool) {

@@ -55,6 +55,9 @@ pub struct RunStats {
     pub frames_in: u64,
     /// Frames queued to clients, counted once per recipient.
     pub frames_out: u64,
+    /// Vectored writes (or sends) issued to clients: `frames_out / writes` is how many frames share a
+    /// syscall.
+    pub writes: u64,
     /// Frames encoded on the heap because the pool was exhausted.
     pub heap_fallbacks: u64,
     /// Times reading stopped because the pool ran low.

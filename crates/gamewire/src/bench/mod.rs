@@ -124,6 +124,10 @@ pub(crate) struct BenchArgs {
     /// Largest step of --find-capacity (file descriptors of the bots' process bound it).
     #[arg(long, default_value_t = 15_000)]
     capacity_max: usize,
+    /// Once a --find-capacity step breaks, bisect between the last step held and the one that broke
+    /// until they are closer than this fraction of the held one (0: no bisection).
+    #[arg(long, default_value_t = 0.1)]
+    capacity_resolution: f64,
     /// CPU the server is pinned to (taskset -c).
     #[arg(long, default_value_t = 0)]
     server_cpu: usize,
@@ -175,6 +179,10 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!args.servers.is_empty(), "--servers names no server");
     anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
     anyhow::ensure!(args.capacity_factor > 1.0, "--capacity-factor must be above 1");
+    anyhow::ensure!(
+        args.capacity_resolution >= 0.0,
+        "--capacity-resolution must be 0 or more"
+    );
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let mut servers = Vec::new();
     for &kind in &args.servers {
@@ -538,56 +546,28 @@ fn find_capacity(
     let mut all_steps = BTreeMap::new();
     for &(kind, _) in &plan.servers {
         let mut best = None;
+        let mut broke = None;
         let mut steps = Vec::new();
         let mut bots = args.capacity_start.max(1);
-        while bots <= args.capacity_max {
-            tracing::info!("{}: capacity step: {bots} clients", kind.name());
-            let step = match measure(plan, kind, bots, warmup, duration, 1, &format!("cap{bots}")) {
-                Ok(m) => {
-                    let c = &m.client;
-                    let ok = report::step_held(c, bots, limit_us);
-                    tracing::info!(
-                        "{}: {bots} clients: p99 {:.2} ms, {:.0} frames/s, ERRORs {}, disconnects {}, playing {}: {}",
-                        kind.name(),
-                        c.latency_us.p99 as f64 / 1e3,
-                        c.frames_per_second,
-                        c.error_total,
-                        c.disconnects,
-                        c.welcomed,
-                        if ok { "held" } else { "broke" }
-                    );
-                    CapacityStep {
-                        bots,
-                        held: ok,
-                        p99_us: Some(c.latency_us.p99),
-                        frames_per_second: Some(c.frames_per_second),
-                        errors: Some(c.error_total),
-                        disconnects: Some(c.disconnects),
-                        welcomed: Some(c.welcomed),
-                        failure: None,
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!("{}: {bots} clients: could not be measured: {error:#}", kind.name());
-                    CapacityStep {
-                        bots,
-                        held: false,
-                        p99_us: None,
-                        frames_per_second: None,
-                        errors: None,
-                        disconnects: None,
-                        welcomed: None,
-                        failure: Some(format!("{error:#}")),
-                    }
+        // Geometric steps up to the first that breaks, then bisection between the last held and it.
+        loop {
+            let step = capacity_step(plan, kind, bots, warmup, duration, limit_us, args.p99_ms);
+            if step.held {
+                best = Some(bots);
+            } else {
+                broke = Some(bots);
+            }
+            steps.push(step);
+            let next = match broke {
+                None => Some(stats::next_capacity_step(bots, args.capacity_factor)),
+                Some(broke) => {
+                    best.and_then(|held| stats::bisect_step(held, broke, args.capacity_resolution))
                 }
             };
-            let ok = step.held;
-            steps.push(step);
-            if !ok {
-                break;
+            match next {
+                Some(next) if next <= args.capacity_max => bots = next,
+                _ => break,
             }
-            best = Some(bots);
-            bots = stats::next_capacity_step(bots, args.capacity_factor);
         }
         if best == Some(steps.last().map_or(0, |s| s.bots)) {
             tracing::warn!("{}: held every step up to --capacity-max {}", kind.name(), args.capacity_max);
@@ -638,4 +618,56 @@ mod tests {
         assert!(error.contains("cargo build --release --workspace"), "{error}");
         assert_eq!(server_program(exe, ServerKind::Gamewire).unwrap(), exe);
     }
+}
+
+/// Measures one --find-capacity step of `bots` clients against `kind`.
+fn capacity_step(
+    plan: &Plan,
+    kind: ServerKind,
+    bots: usize,
+    warmup: f64,
+    duration: f64,
+    limit_us: u64,
+    p99_ms: f64,
+) -> CapacityStep {
+    tracing::info!("{}: capacity step: {bots} clients (p99 limit {p99_ms} ms)", kind.name());
+match measure(plan, kind, bots, warmup, duration, 1, &format!("cap{bots}")) {
+            Ok(m) => {
+                let c = &m.client;
+                let ok = report::step_held(c, bots, limit_us);
+                tracing::info!(
+                    "{}: {bots} clients: p99 {:.2} ms, {:.0} frames/s, ERRORs {}, disconnects {}, playing {}: {}",
+                    kind.name(),
+                    c.latency_us.p99 as f64 / 1e3,
+                    c.frames_per_second,
+                    c.error_total,
+                    c.disconnects,
+                    c.welcomed,
+                    if ok { "held" } else { "broke" }
+                );
+                CapacityStep {
+                    bots,
+                    held: ok,
+                    p99_us: Some(c.latency_us.p99),
+                    frames_per_second: Some(c.frames_per_second),
+                    errors: Some(c.error_total),
+                    disconnects: Some(c.disconnects),
+                    welcomed: Some(c.welcomed),
+                    failure: None,
+                }
+            }
+            Err(error) => {
+                tracing::warn!("{}: {bots} clients: could not be measured: {error:#}", kind.name());
+                CapacityStep {
+                    bots,
+                    held: false,
+                    p99_us: None,
+                    frames_per_second: None,
+                    errors: None,
+                    disconnects: None,
+                    welcomed: None,
+                    failure: Some(format!("{error:#}")),
+                }
+            }
+        }
 }

@@ -71,6 +71,16 @@ pub(crate) fn next_capacity_step(current: usize, factor: f64) -> usize {
     if next.is_finite() && next > current as f64 { (next as usize).max(current + 1) } else { current + 1 }
 }
 
+/// The next step of a bisection between `held` clients (a step that held) and `broke` (one that broke,
+/// above it), or `None` once they are within `resolution` x `held` of each other.
+pub(crate) fn bisect_step(held: usize, broke: usize, resolution: f64) -> Option<usize> {
+    let gap = broke.checked_sub(held)?;
+    if gap < 2 || gap as f64 <= held as f64 * resolution {
+        return None;
+    }
+    Some(held + gap / 2)
+}
+
 /// Connections per second that bring `bots` in during the first half of a `warmup` (never below
 /// 1000/s, `gamewire bots`'s default).
 pub(crate) fn ramp_for(bots: usize, warmup: f64) -> f64 {
@@ -164,6 +174,17 @@ mod tests {
         assert_eq!(next_capacity_step(3, f64::NAN), 4);
         assert_eq!(ramp_for(100, 1.0), 1000.0);
         assert_eq!(ramp_for(10_000, 5.0), 4000.0);
+    }
+
+    #[test]
+    fn bisection_halves_the_gap_until_the_resolution() {
+        // 1268 held, 1902 broke: 1585, then (if 1585 held) 1743, then 1822 ... until the gap <= 10 %.
+        assert_eq!(bisect_step(1268, 1902, 0.1), Some(1585));
+        assert_eq!(bisect_step(1585, 1902, 0.1), Some(1743));
+        assert_eq!(bisect_step(1743, 1902, 0.1), None); // 159 <= 174.3
+        assert_eq!(bisect_step(1268, 1902, 0.0), Some(1585));
+        assert_eq!(bisect_step(10, 11, 0.0), None);
+        assert_eq!(bisect_step(12, 11, 0.0), None);
     }
 
     #[test]

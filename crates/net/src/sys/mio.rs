@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gamewire_pool::ChunkMut;
 use mio::net::{TcpListener, TcpStream};
@@ -90,17 +90,16 @@ impl EventLoop {
         let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
         let mut drain_deadline: Option<Instant> = None;
         let flush_interval = self.worker.config.flush_interval;
-        let mut next_flush = Instant::now();
         loop {
             let now = Instant::now();
             let mut wake_at = next_sweep;
-            if self.worker.out.has_dirty() {
-                wake_at = wake_at.min(next_flush);
+            if let Some(due) = self.worker.out.next_flush_due(flush_interval) {
+                wake_at = wake_at.min(due);
             }
             let timeout = if self.pending_reads.is_empty() || self.pool_is_low() {
                 wake_at.saturating_duration_since(now)
             } else {
-                std::time::Duration::ZERO
+                Duration::ZERO
             };
             if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
                 if error.kind() == io::ErrorKind::Interrupted {
@@ -109,6 +108,7 @@ impl EventLoop {
                 return Err(error);
             }
             let now = Instant::now();
+            self.worker.out.now = now;
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(now),
@@ -171,12 +171,11 @@ impl EventLoop {
                 }
             }
             self.worker.settle(now);
-            // With a flush interval, frames of several loop turns leave in one write per client: fewer
-            // syscalls per frame, at the cost of up to one interval of added latency.
-            if now >= next_flush || drain_deadline.is_some() {
-                self.flush_dirty(now);
-                next_flush = now + flush_interval;
-            }
+            // With a flush interval, a client's frames of several loop turns leave in one write: fewer
+            // syscalls per frame, at the cost of up to one interval of added latency. Draining on
+            // shutdown flushes everything at once.
+            let delay = if drain_deadline.is_some() { Duration::ZERO } else { flush_interval };
+            self.flush_due(now, delay);
             self.drop_closed();
             if let Some(deadline) = drain_deadline {
                 if self.worker.conns.is_empty() {
@@ -287,14 +286,19 @@ impl EventLoop {
         }
     }
 
-    fn flush_dirty(&mut self, now: Instant) {
+    /// Flushes every connection whose frames have waited `delay` (all dirty ones when it is zero).
+    fn flush_due(&mut self, now: Instant, delay: Duration) {
         let mut dirty = std::mem::take(&mut self.scratch);
-        self.worker.out.take_dirty(&mut dirty);
+        self.worker.out.take_due(now, delay, &mut dirty);
         let soft_limit = self.worker.out.soft_limit();
+        let mut writes = 0;
         for &token in &dirty {
             let Some((conn, queue)) = self.worker.conn_and_queue(token) else { continue };
             let socket = &conn.socket;
-            let result = queue.flush_with(soft_limit, |slices| (&*socket).write_vectored(slices));
+            let result = queue.flush_with(soft_limit, |slices| {
+                writes += 1;
+                (&*socket).write_vectored(slices)
+            });
             match result {
                 Ok(true) => {
                     if conn.wants_writable {
@@ -320,6 +324,7 @@ impl EventLoop {
                 Err(_) => self.worker.peer_closed(token, now),
             }
         }
+        self.worker.stats.writes += writes;
         self.scratch = dirty;
     }
 
