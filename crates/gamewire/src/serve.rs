@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use gamewire_cli::{WorldArgs, seconds};
-use gamewire_net::{Server, ServerConfig};
+use gamewire_net::{IoBackend, Server, ServerConfig};
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -51,10 +51,34 @@ pub(crate) struct ServeArgs {
     /// per client (less CPU per frame).
     #[arg(long, default_value = "0", value_parser = gamewire_cli::seconds, value_name = "SECONDS")]
     flush_interval: Duration,
+    /// Event loop: io_uring where the kernel offers it (Linux 6.0+), else mio (auto); or either one.
+    #[arg(long, value_enum, default_value_t = Io::Auto)]
+    io: Io,
     /// Touch every page of the buffer pool at start (whole pool resident at once, no page faults
     /// later). By default pages become resident as the pool is first used.
     #[arg(long)]
     prefault: bool,
+}
+
+/// `--io`: which event loop runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Io {
+    /// io_uring where available, else mio; the log says which and why.
+    Auto,
+    /// Readiness-based (epoll).
+    Mio,
+    /// Completion-based (io_uring); an error where the kernel lacks it.
+    Uring,
+}
+
+impl From<Io> for IoBackend {
+    fn from(io: Io) -> IoBackend {
+        match io {
+            Io::Auto => IoBackend::Auto,
+            Io::Mio => IoBackend::Mio,
+            Io::Uring => IoBackend::Uring,
+        }
+    }
 }
 
 impl ServeArgs {
@@ -76,6 +100,7 @@ impl ServeArgs {
             flush_interval: self.flush_interval,
             prefault_pool: self.prefault,
             echo: self.echo,
+            io: self.io.into(),
         }
     }
 }
@@ -85,11 +110,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let world = &config.world;
     let limits = &world.limits;
     let server = Server::bind(config.clone()).context("cannot start the server")?;
-    if config.echo {
-        tracing::info!(addr = %server.local_addr(), "gamewire listening (raw echo, backend mio)");
-    } else {
-        tracing::info!(addr = %server.local_addr(), "gamewire listening (protocol v1, backend mio)");
-    }
+    let backend = match server.io_backend() {
+        IoBackend::Uring => "io_uring",
+        _ => "mio",
+    };
+    let mode = if config.echo { "raw echo" } else { "protocol v1" };
+    tracing::info!(addr = %server.local_addr(), "gamewire listening ({mode}, backend {backend})");
     tracing::info!(
         world = format_args!("{}x{}", world.world_w, world.world_h),
         aoi_radius = world.aoi_radius,

@@ -43,6 +43,8 @@ pub struct ServerConfig {
     /// what is really in use. On, the whole pool is resident from the start and no page fault happens
     /// later.
     pub prefault_pool: bool,
+    /// Which event loop moves the bytes.
+    pub io: IoBackend,
     /// Echo raw bytes instead of playing the game (no framing, no world): for comparing the I/O core
     /// with other runtimes under a standard echo client.
     pub echo: bool,
@@ -66,8 +68,22 @@ impl Default for ServerConfig {
             flush_interval: Duration::ZERO,
             prefault_pool: false,
             echo: false,
+            io: IoBackend::Auto,
         }
     }
+}
+
+/// The event loop a [`crate::Server`] runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IoBackend {
+    /// io_uring where the kernel offers what it needs (Linux 6.0+, io_uring permitted), else mio; the
+    /// log says which was chosen and why.
+    #[default]
+    Auto,
+    /// Readiness-based: mio (epoll on Linux, kqueue on BSD/macOS).
+    Mio,
+    /// Completion-based: io_uring (Linux only); an error where the kernel lacks it.
+    Uring,
 }
 
 /// Why a [`ServerConfig`] was refused.

@@ -15,6 +15,6 @@ mod server;
 mod sys;
 mod worker;
 
-pub use config::{ConfigError, MIN_MAX_PAYLOAD, ServerConfig};
+pub use config::{ConfigError, IoBackend, MIN_MAX_PAYLOAD, ServerConfig};
 pub use server::{Server, ServerError, ShutdownHandle};
 pub use worker::RunStats;

@@ -26,6 +26,9 @@ pub(crate) struct SendQueue {
     sealed: bool,
     /// A frame was refused because it would have crossed the hard limit.
     over_hard: bool,
+    /// Frames at the front that an asynchronous send (io_uring) is reading from: they stay queued, and
+    /// so alive, until its completion says how much it took.
+    in_flight: usize,
 }
 
 impl SendQueue {
@@ -70,7 +73,7 @@ impl SendQueue {
     /// Drops every frame not yet started, so that a final ERROR can follow the partly written one
     /// without waiting behind a backlog the client will never read.
     pub(crate) fn discard_unstarted(&mut self) {
-        let keep = usize::from(self.front_written > 0);
+        let keep = usize::from(self.front_written > 0).max(self.in_flight);
         while self.frames.len() > keep {
             let frame = self.frames.pop_back().expect("len > keep");
             self.queued_bytes -= frame.len();
@@ -91,6 +94,23 @@ impl SendQueue {
             count += 1;
         }
         count
+    }
+
+    /// Whether frames are queued and not yet written.
+    pub(crate) fn has_unwritten(&self) -> bool {
+        !self.frames.is_empty()
+    }
+
+    /// Marks the first `frames` frames as read by an asynchronous send until [`Self::end_send`].
+    pub(crate) fn begin_send(&mut self, frames: usize) {
+        debug_assert!(frames <= self.frames.len());
+        self.in_flight = frames;
+    }
+
+    /// The asynchronous send completed, having taken `written` bytes (see [`Self::consume`]).
+    pub(crate) fn end_send(&mut self, written: usize, soft_limit: usize) {
+        self.in_flight = 0;
+        self.consume(written, soft_limit);
     }
 
     /// Records that the kernel took `written` bytes: drops the frames it finished (their pooled memory

@@ -13,7 +13,7 @@ use mio::{Poll, Waker};
 use crate::sys::mio::{EventLoop, WAKER_TOKEN};
 use crate::sys::mio_echo::EchoLoop;
 use crate::worker::{RunStats, Worker};
-use crate::{ConfigError, ServerConfig};
+use crate::{ConfigError, IoBackend, ServerConfig};
 
 /// Why a server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +41,16 @@ pub enum ServerError {
 #[derive(Debug)]
 pub(crate) struct ShutdownState {
     requests: AtomicUsize,
-    waker: Waker,
+    waker: LoopWaker,
+}
+
+/// How another thread interrupts the loop's wait.
+#[derive(Debug)]
+enum LoopWaker {
+    Mio(Waker),
+    /// An eventfd the io_uring loop keeps a read posted on.
+    #[cfg(target_os = "linux")]
+    EventFd(std::os::fd::OwnedFd),
 }
 
 impl ShutdownState {
@@ -60,7 +69,12 @@ impl ShutdownHandle {
     /// or the drain deadline passes. A second call makes it return at once.
     pub fn shutdown(&self) {
         self.0.requests.fetch_add(1, Ordering::AcqRel);
-        if let Err(error) = self.0.waker.wake() {
+        let woken = match &self.0.waker {
+            LoopWaker::Mio(waker) => waker.wake(),
+            #[cfg(target_os = "linux")]
+            LoopWaker::EventFd(fd) => crate::sys::uring::wake(fd),
+        };
+        if let Err(error) = woken {
             tracing::error!(%error, "cannot wake the event loop");
         }
     }
@@ -89,6 +103,7 @@ pub struct Server {
     event_loop: Loop,
     local_addr: SocketAddr,
     shutdown: ShutdownHandle,
+    backend: IoBackend,
 }
 
 impl Server {
@@ -109,22 +124,46 @@ impl Server {
         let world = World::new(config.world.clone()).map_err(ConfigError::from)?;
         let listener =
             bind_listener(config.addr).map_err(|source| ServerError::Bind { addr: config.addr, source })?;
-        let local_addr = listener.local_addr()?;
-        let poll = Poll::new()?;
-        let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
-        let shutdown = ShutdownHandle(Arc::new(ShutdownState { requests: AtomicUsize::new(0), waker }));
-        let event_loop = if config.echo {
-            Loop::Echo(EchoLoop::new(poll, listener, pool, shutdown.0.clone())?)
-        } else {
-            let worker = Worker::new(config, world, pool, Instant::now());
-            Loop::Game(Box::new(EventLoop::new(poll, listener, worker, shutdown.0.clone())?))
+        let local_addr =
+            listener.local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an IP socket"))?;
+        let backend = choose_backend(&config)?;
+        let new_shutdown =
+            |waker| ShutdownHandle(Arc::new(ShutdownState { requests: AtomicUsize::new(0), waker }));
+        let (event_loop, shutdown) = match backend {
+            #[cfg(target_os = "linux")]
+            IoBackend::Uring => {
+                // Blocking descriptors: io_uring waits inside the kernel, never in this thread.
+                listener.set_nonblocking(false)?;
+                let wake_fd = crate::sys::uring::new_wake_fd()?;
+                let shutdown = new_shutdown(LoopWaker::EventFd(wake_fd));
+                let worker = Worker::new(config, world, pool, Instant::now());
+                let parts = UringParts { listener: listener.into(), worker };
+                (Loop::Uring(Box::new(parts)), shutdown)
+            }
+            _ => {
+                let listener = mio::net::TcpListener::from_std(listener.into());
+                let poll = Poll::new()?;
+                let shutdown = new_shutdown(LoopWaker::Mio(Waker::new(poll.registry(), WAKER_TOKEN)?));
+                let event_loop = if config.echo {
+                    Loop::Echo(EchoLoop::new(poll, listener, pool, shutdown.0.clone())?)
+                } else {
+                    let worker = Worker::new(config, world, pool, Instant::now());
+                    Loop::Game(Box::new(EventLoop::new(poll, listener, worker, shutdown.0.clone())?))
+                };
+                (event_loop, shutdown)
+            }
         };
-        Ok(Server { event_loop, local_addr, shutdown })
+        Ok(Server { event_loop, local_addr, shutdown, backend })
     }
 
     /// The address the listener is bound to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The event loop chosen (never [`IoBackend::Auto`]).
+    pub fn io_backend(&self) -> IoBackend {
+        self.backend
     }
 
     /// A handle that stops [`Server::run`].
@@ -141,18 +180,71 @@ impl Server {
         Ok(match self.event_loop {
             Loop::Game(event_loop) => event_loop.run()?,
             Loop::Echo(event_loop) => event_loop.run()?,
+            #[cfg(target_os = "linux")]
+            Loop::Uring(parts) => {
+                let UringParts { listener, worker } = *parts;
+                let wake_fd = match &self.shutdown.0.waker {
+                    LoopWaker::EventFd(fd) => std::os::fd::AsRawFd::as_raw_fd(fd),
+                    LoopWaker::Mio(_) => unreachable!("the io_uring loop is built with an eventfd waker"),
+                };
+                // The ring is made here, on the thread that runs it: a single-issuer ring belongs to it.
+                crate::sys::uring::UringLoop::new(listener, worker, self.shutdown.0.clone(), wake_fd)?
+                    .run()?
+            }
         })
     }
 }
 
-/// What the server runs: the game, or the raw echo of `ServerConfig::echo`.
+/// What the server runs: the game (on mio or io_uring), or the raw echo of `ServerConfig::echo`.
 #[derive(Debug)]
 enum Loop {
     Game(Box<EventLoop>),
     Echo(EchoLoop),
+    /// The io_uring loop's parts; its ring is made by the thread that runs it.
+    #[cfg(target_os = "linux")]
+    Uring(Box<UringParts>),
 }
 
-fn bind_listener(addr: SocketAddr) -> io::Result<mio::net::TcpListener> {
+#[cfg(target_os = "linux")]
+#[derive(Debug)]
+struct UringParts {
+    listener: std::net::TcpListener,
+    worker: Worker<std::os::fd::OwnedFd>,
+}
+
+/// Resolves `config.io` to the backend that will run, logging the choice of `Auto` and why.
+fn choose_backend(config: &ServerConfig) -> Result<IoBackend, ServerError> {
+    let unsupported = |reason: String| ServerError::Io(io::Error::new(io::ErrorKind::Unsupported, reason));
+    match (config.io, config.echo) {
+        (IoBackend::Mio, _) => Ok(IoBackend::Mio),
+        (IoBackend::Uring, true) => Err(ServerError::Config(ConfigError::Limits(
+            "the echo mode runs on mio only: use --io mio or --io auto with --echo",
+        ))),
+        (IoBackend::Auto, true) => Ok(IoBackend::Mio),
+        #[cfg(target_os = "linux")]
+        (IoBackend::Uring, false) => match crate::sys::uring::probe() {
+            Ok(()) => Ok(IoBackend::Uring),
+            Err(error) => Err(unsupported(format!("--io uring: {error}"))),
+        },
+        #[cfg(not(target_os = "linux"))]
+        (IoBackend::Uring, false) => Err(unsupported("--io uring: io_uring exists on Linux only".into())),
+        #[cfg(target_os = "linux")]
+        (IoBackend::Auto, false) => match crate::sys::uring::probe() {
+            Ok(()) => {
+                tracing::info!("io backend: io_uring (multishot accept and receive, provided-buffer ring)");
+                Ok(IoBackend::Uring)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "io backend: mio, because io_uring is unavailable");
+                Ok(IoBackend::Mio)
+            }
+        },
+        #[cfg(not(target_os = "linux"))]
+        (IoBackend::Auto, false) => Ok(IoBackend::Mio),
+    }
+}
+
+fn bind_listener(addr: SocketAddr) -> io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -160,5 +252,5 @@ fn bind_listener(addr: SocketAddr) -> io::Result<mio::net::TcpListener> {
     socket.bind(&addr.into())?;
     // The kernel caps this at net.core.somaxconn; ask for plenty so bursts of connects are not refused.
     socket.listen(4096)?;
-    Ok(mio::net::TcpListener::from_std(socket.into()))
+    Ok(socket)
 }

@@ -179,10 +179,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!args.servers.is_empty(), "--servers names no server");
     anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
     anyhow::ensure!(args.capacity_factor > 1.0, "--capacity-factor must be above 1");
-    anyhow::ensure!(
-        args.capacity_resolution >= 0.0,
-        "--capacity-resolution must be 0 or more"
-    );
+    anyhow::ensure!(args.capacity_resolution >= 0.0, "--capacity-resolution must be 0 or more");
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let mut servers = Vec::new();
     for &kind in &args.servers {
@@ -588,6 +585,58 @@ fn write_outputs(out: &Path, results: &Results) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Measures one --find-capacity step of `bots` clients against `kind`.
+fn capacity_step(
+    plan: &Plan,
+    kind: ServerKind,
+    bots: usize,
+    warmup: f64,
+    duration: f64,
+    limit_us: u64,
+    p99_ms: f64,
+) -> CapacityStep {
+    tracing::info!("{}: capacity step: {bots} clients (p99 limit {p99_ms} ms)", kind.name());
+    match measure(plan, kind, bots, warmup, duration, 1, &format!("cap{bots}")) {
+        Ok(m) => {
+            let c = &m.client;
+            let ok = report::step_held(c, bots, limit_us);
+            tracing::info!(
+                "{}: {bots} clients: p99 {:.2} ms, {:.0} frames/s, ERRORs {}, disconnects {}, playing {}: {}",
+                kind.name(),
+                c.latency_us.p99 as f64 / 1e3,
+                c.frames_per_second,
+                c.error_total,
+                c.disconnects,
+                c.welcomed,
+                if ok { "held" } else { "broke" }
+            );
+            CapacityStep {
+                bots,
+                held: ok,
+                p99_us: Some(c.latency_us.p99),
+                frames_per_second: Some(c.frames_per_second),
+                errors: Some(c.error_total),
+                disconnects: Some(c.disconnects),
+                welcomed: Some(c.welcomed),
+                failure: None,
+            }
+        }
+        Err(error) => {
+            tracing::warn!("{}: {bots} clients: could not be measured: {error:#}", kind.name());
+            CapacityStep {
+                bots,
+                held: false,
+                p99_us: None,
+                frames_per_second: None,
+                errors: None,
+                disconnects: None,
+                welcomed: None,
+                failure: Some(format!("{error:#}")),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,56 +667,4 @@ mod tests {
         assert!(error.contains("cargo build --release --workspace"), "{error}");
         assert_eq!(server_program(exe, ServerKind::Gamewire).unwrap(), exe);
     }
-}
-
-/// Measures one --find-capacity step of `bots` clients against `kind`.
-fn capacity_step(
-    plan: &Plan,
-    kind: ServerKind,
-    bots: usize,
-    warmup: f64,
-    duration: f64,
-    limit_us: u64,
-    p99_ms: f64,
-) -> CapacityStep {
-    tracing::info!("{}: capacity step: {bots} clients (p99 limit {p99_ms} ms)", kind.name());
-match measure(plan, kind, bots, warmup, duration, 1, &format!("cap{bots}")) {
-            Ok(m) => {
-                let c = &m.client;
-                let ok = report::step_held(c, bots, limit_us);
-                tracing::info!(
-                    "{}: {bots} clients: p99 {:.2} ms, {:.0} frames/s, ERRORs {}, disconnects {}, playing {}: {}",
-                    kind.name(),
-                    c.latency_us.p99 as f64 / 1e3,
-                    c.frames_per_second,
-                    c.error_total,
-                    c.disconnects,
-                    c.welcomed,
-                    if ok { "held" } else { "broke" }
-                );
-                CapacityStep {
-                    bots,
-                    held: ok,
-                    p99_us: Some(c.latency_us.p99),
-                    frames_per_second: Some(c.frames_per_second),
-                    errors: Some(c.error_total),
-                    disconnects: Some(c.disconnects),
-                    welcomed: Some(c.welcomed),
-                    failure: None,
-                }
-            }
-            Err(error) => {
-                tracing::warn!("{}: {bots} clients: could not be measured: {error:#}", kind.name());
-                CapacityStep {
-                    bots,
-                    held: false,
-                    p99_us: None,
-                    frames_per_second: None,
-                    errors: None,
-                    disconnects: None,
-                    welcomed: None,
-                    failure: Some(format!("{error:#}")),
-                }
-            }
-        }
 }

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 pub(crate) mod mio;
 pub(crate) mod mio_echo;
+#[cfg(target_os = "linux")]
+pub(crate) mod uring;
 
 /// How often deadlines are checked; also bounds how late a timeout fires.
 pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_millis(100);

@@ -10,10 +10,11 @@ use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use gamewire_net::{RunStats, Server, ServerConfig, ServerError, ShutdownHandle};
+use gamewire_net::{IoBackend, RunStats, Server, ServerConfig, ServerError, ShutdownHandle};
 use gamewire_proto::{
     Direction, EnterHead, ErrorCode, FrameDecoder, HEADER_LEN, Hit, Move, Packet, PacketKind,
     encode_frame_to_vec,
@@ -32,16 +33,38 @@ pub(crate) const SPAWN: (f32, f32) = (500.0, 500.0);
 pub(crate) enum Backend {
     /// Readiness on mio (epoll / kqueue).
     Mio,
+    /// Completions on io_uring (Linux 6.0+).
+    Uring,
 }
 
 impl Backend {
-    pub(crate) const ALL: &'static [Backend] = &[Backend::Mio];
+    pub(crate) const ALL: &'static [Backend] = &[Backend::Mio, Backend::Uring];
 
     /// Selects this backend in `config`.
-    fn configure(self, _config: &mut ServerConfig) {
+    fn configure(self, config: &mut ServerConfig) {
+        config.io = match self {
+            Backend::Mio => IoBackend::Mio,
+            Backend::Uring => IoBackend::Uring,
+        };
+    }
+
+    /// Whether this machine can run the backend; if not, why (the tests for it are skipped, saying so).
+    fn unavailable(self) -> Option<&'static str> {
+        static URING: OnceLock<Option<String>> = OnceLock::new();
         match self {
-            // The only backend today, and the server's default.
-            Backend::Mio => {}
+            Backend::Mio => None,
+            Backend::Uring => URING
+                .get_or_init(|| {
+                    let mut config = base_config();
+                    config.io = IoBackend::Uring;
+                    match Server::bind(config) {
+                        Err(ServerError::Io(error)) if error.kind() == io::ErrorKind::Unsupported => {
+                            Some(error.to_string())
+                        }
+                        _ => None,
+                    }
+                })
+                .as_deref(),
         }
     }
 }
@@ -67,6 +90,10 @@ pub(crate) fn base_config() -> ServerConfig {
 /// Runs `test` once per backend with [`base_config`] set up for it.
 pub(crate) fn each_backend(mut test: impl FnMut(ServerConfig)) {
     for &backend in Backend::ALL {
+        if let Some(reason) = backend.unavailable() {
+            eprintln!("--- backend {backend:?}: SKIPPED, {reason}");
+            continue;
+        }
         eprintln!("--- backend {backend:?}");
         let mut config = base_config();
         backend.configure(&mut config);

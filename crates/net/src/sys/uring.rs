@@ -1,0 +1,797 @@
+//! Completion backend on io_uring (Linux 6.0+): operations are posted ahead and their completions
+//! reaped, the Linux counterpart of the chapter's IOCP server.
+//!
+//! - One multishot accept on the listener.
+//! - One multishot receive per connection, drawing from a provided-buffer ring made of pool chunks: the
+//!   kernel picks the chunk, the bytes are decoded in place, and the chunk goes straight back into the
+//!   ring (or is held back while the pool is low, which starves the ring: backpressure, not loss).
+//! - At most one vectored send per connection in flight, reading the queued pooled frames in place;
+//!   they stay queued (alive) until its completion says how much the kernel took.
+//! - Per-connection operation state lives in a slab indexed by the token carried in `user_data` (the
+//!   chapter's OverlappedEx pool): nothing is allocated per operation.
+//! - One `io_uring_enter` per loop turn submits everything and waits for completions.
+
+use std::alloc::Layout;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use gamewire_pool::ChunkMut;
+use io_uring::types::{BufRingEntry, CancelBuilder, Fd, SubmitArgs, Timespec};
+use io_uring::{IoUring, cqueue, opcode, squeue};
+use socket2::SockRef;
+
+use super::SWEEP_INTERVAL;
+use crate::send_queue::MAX_IOVECS;
+use crate::server::ShutdownState;
+use crate::worker::{Phase, RunStats, Worker};
+
+/// Submission queue entries; the completion queue gets four times as many.
+const SUBMISSION_ENTRIES: u32 = 4096;
+/// Most receive buffers in the ring (a power of two); fewer when the pool is small.
+const MAX_RECEIVE_BUFFERS: usize = 1024;
+/// The provided-buffer group of the receive ring.
+const BUFFER_GROUP: u16 = 0;
+/// Most refused connections held for their linger at once; beyond it the oldest is closed early.
+const MAX_LINGERING_REFUSALS: usize = 1024;
+/// How long the loop waits for cancelled operations to complete when it stops.
+const CANCEL_WAIT: Duration = Duration::from_secs(1);
+
+/// What an operation is; the low byte of its `user_data`, above it the connection token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Accept = 1,
+    Receive = 2,
+    Send = 3,
+    Cancel = 4,
+    Wake = 5,
+}
+
+fn user_data(op: Op, token: usize) -> u64 {
+    ((token as u64) << 8) | op as u64
+}
+
+fn decode_user_data(data: u64) -> (Option<Op>, usize) {
+    let op = match data & 0xff {
+        1 => Some(Op::Accept),
+        2 => Some(Op::Receive),
+        3 => Some(Op::Send),
+        4 => Some(Op::Cancel),
+        5 => Some(Op::Wake),
+        _ => None,
+    };
+    (op, (data >> 8) as usize)
+}
+
+/// Builds a ring with the setup flags this kernel takes, best first. Single issuer (6.0) is required:
+/// a kernel without it also lacks the multishot receive (6.0) this backend is built on.
+fn build_ring() -> io::Result<IoUring> {
+    type SetupFlags = fn(&mut io_uring::Builder);
+    let attempts: [(&str, SetupFlags); 2] = [
+        ("single issuer, deferred task running", |b| {
+            b.setup_single_issuer().setup_defer_taskrun();
+        }),
+        ("single issuer, cooperative task running", |b| {
+            b.setup_single_issuer().setup_coop_taskrun();
+        }),
+    ];
+    let mut last_error = None;
+    for (flags, configure) in attempts {
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(SUBMISSION_ENTRIES * 4);
+        configure(&mut builder);
+        match builder.build(SUBMISSION_ENTRIES) {
+            Ok(ring) => {
+                tracing::debug!(flags, "io_uring set up");
+                return Ok(ring);
+            }
+            Err(error) => last_error = Some(error),
+        }
+    }
+    let error = last_error.expect("at least one attempt");
+    Err(match error.raw_os_error() {
+        Some(libc::EINVAL) => io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this kernel's io_uring lacks single-issuer rings and multishot receive (Linux 6.0+ needed)",
+        ),
+        Some(libc::ENOSYS) => {
+            io::Error::new(io::ErrorKind::Unsupported, "this kernel has no io_uring (ENOSYS)")
+        }
+        Some(libc::EPERM) => io::Error::new(
+            io::ErrorKind::Unsupported,
+            "io_uring is not permitted here (sysctl kernel.io_uring_disabled, or a seccomp filter)",
+        ),
+        _ => error,
+    })
+}
+
+/// Checks that this kernel offers everything the backend needs (a ring with the required setup flags
+/// and a provided-buffer ring), so that `--io auto` can fall back to mio; the error says what lacks.
+///
+/// The probe ring is made and dropped on a thread of its own: tearing a ring down queues work to the
+/// thread that made it, which would interrupt (EINTR) a blocking call of the caller's.
+pub(crate) fn probe() -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("gamewire-uring-probe".into())
+        .spawn(probe_here)?
+        .join()
+        .map_err(|_| io::Error::other("the io_uring probe panicked"))?
+}
+
+fn probe_here() -> io::Result<()> {
+    let ring = build_ring()?;
+    let buffers = BufferRing::new(&ring, Vec::new(), 1).map_err(|error| {
+        io::Error::new(io::ErrorKind::Unsupported, format!("provided-buffer rings unavailable: {error}"))
+    })?;
+    let _ = ring.submitter().unregister_buf_ring(BUFFER_GROUP);
+    drop(buffers);
+    Ok(())
+}
+
+/// An eventfd that wakes the loop from another thread.
+pub(crate) fn new_wake_fd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes no pointers; a non-negative result is a fresh descriptor we now own.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a valid descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Wakes the loop waiting on `fd` (an eventfd from [`new_wake_fd`]).
+pub(crate) fn wake(fd: &OwnedFd) -> io::Result<()> {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: writes 8 bytes from a live local buffer to a descriptor we borrow.
+    let written = unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    // EAGAIN: the counter is saturated, so a wake-up is pending anyway.
+    if written < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The provided-buffer ring: pool chunks lent to the kernel for multishot receives.
+struct BufferRing {
+    /// Page-aligned array of `entries` ring entries shared with the kernel.
+    entries: NonNull<BufRingEntry>,
+    layout: Layout,
+    mask: u16,
+    /// Our producer index: entries before it are published to the kernel.
+    tail: u16,
+    /// `chunks[bid]`: the chunk behind buffer id `bid`.
+    chunks: Vec<ChunkMut>,
+    /// Buffers in the kernel's hands (provided and not yet completed).
+    in_ring: usize,
+    /// Buffers consumed while the pool was low, held back until it recovers.
+    withheld: Vec<u16>,
+}
+
+// SAFETY: the ring memory is owned by this struct alone (and the kernel); moving it to the thread that
+// runs the loop moves that ownership. The chunks are `Send`.
+unsafe impl Send for BufferRing {}
+
+impl std::fmt::Debug for BufferRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferRing")
+            .field("buffers", &self.chunks.len())
+            .field("in_ring", &self.in_ring)
+            .field("withheld", &self.withheld.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BufferRing {
+    /// Registers a ring of `capacity` entries (a power of two) on `ring` and provides every chunk.
+    fn new(ring: &IoUring, chunks: Vec<ChunkMut>, capacity: usize) -> io::Result<BufferRing> {
+        assert!(capacity.is_power_of_two() && capacity <= 1 << 15 && chunks.len() <= capacity);
+        let layout = Layout::from_size_align(capacity * size_of::<BufRingEntry>(), 4096)
+            .map_err(|_| io::Error::other("buffer ring layout"))?;
+        // SAFETY: the layout has a non-zero size (capacity >= 1, entries are 16 bytes).
+        let memory = unsafe { std::alloc::alloc_zeroed(layout) };
+        let entries = NonNull::new(memory.cast::<BufRingEntry>())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::OutOfMemory, "buffer ring"))?;
+        let mut buffers = BufferRing {
+            entries,
+            layout,
+            mask: (capacity - 1) as u16,
+            tail: 0,
+            chunks,
+            in_ring: 0,
+            withheld: Vec::with_capacity(capacity),
+        };
+        // SAFETY: `entries` is page-aligned, zeroed memory for `capacity` entries that stays allocated
+        // until `buffers` is dropped, which happens only after the group is unregistered or the ring
+        // is gone (see `UringLoop`'s field order and `Drop`).
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                entries.as_ptr() as u64,
+                capacity as u16,
+                BUFFER_GROUP,
+                0,
+            )?;
+        }
+        for bid in 0..buffers.chunks.len() {
+            buffers.provide(bid as u16);
+        }
+        buffers.publish();
+        Ok(buffers)
+    }
+
+    /// Puts buffer `bid` back at the ring's tail (visible to the kernel after [`Self::publish`]).
+    fn provide(&mut self, bid: u16) {
+        let chunk = &mut self.chunks[usize::from(bid)];
+        chunk.clear();
+        let spare = chunk.spare_mut();
+        let (addr, len) = (spare.as_mut_ptr() as u64, spare.len() as u32);
+        let slot = usize::from(self.tail & self.mask);
+        // SAFETY: `slot < capacity`, inside the ring memory; the kernel reads this entry only once the
+        // tail published past it, and the entry it previously held was consumed (at most `capacity`
+        // buffers exist, so the producer never laps the kernel's head).
+        let entry = unsafe { &mut *self.entries.as_ptr().add(slot) };
+        entry.set_addr(addr);
+        entry.set_len(len);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+        self.in_ring += 1;
+    }
+
+    /// Makes every provided entry visible to the kernel.
+    fn publish(&self) {
+        // SAFETY: `entries` is the ring's first entry, initialised; its reserved field is the tail the
+        // kernel reads, which we only ever store to atomically.
+        let tail = unsafe { BufRingEntry::tail(self.entries.as_ptr()) };
+        // SAFETY: the tail is a live, aligned u16 shared with the kernel: access it atomically only.
+        let tail = unsafe { AtomicU16::from_ptr(tail.cast_mut()) };
+        tail.store(self.tail, Ordering::Release);
+    }
+
+    /// The `len` bytes the kernel received into buffer `bid`, now back in our hands.
+    fn take(&mut self, bid: u16, len: usize) -> &[u8] {
+        self.in_ring -= 1;
+        let chunk = &mut self.chunks[usize::from(bid)];
+        chunk.clear();
+        chunk.advance(len.min(chunk.capacity()));
+        chunk.filled()
+    }
+}
+
+impl Drop for BufferRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout; the kernel no longer uses it (unregistered or
+        // ring closed before this drop).
+        unsafe { std::alloc::dealloc(self.entries.as_ptr().cast(), self.layout) }
+    }
+}
+
+/// Where an in-flight send's message header and slices live: fixed for the operation's life.
+struct SendSlot {
+    iovecs: [libc::iovec; MAX_IOVECS],
+    header: libc::msghdr,
+}
+
+// SAFETY: the raw pointers point into this slot and into frames of the connection's send queue, both
+// owned by the loop that owns the slot; they are only dereferenced by the kernel during the send.
+unsafe impl Send for SendSlot {}
+
+impl SendSlot {
+    fn new() -> Box<SendSlot> {
+        Box::new(SendSlot {
+            iovecs: [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOVECS],
+            // SAFETY: msghdr is plain data for which all-zero is the empty header.
+            header: unsafe { std::mem::zeroed() },
+        })
+    }
+}
+
+/// The operations of one connection (indexed by token): at most one receive and one send at a time.
+struct ConnOps {
+    receiving: bool,
+    sending: bool,
+    /// Its operations were cancelled: the connection is dropped once neither is in flight.
+    closing: bool,
+    send: Box<SendSlot>,
+}
+
+/// The event loop of one worker on io_uring.
+pub(crate) struct UringLoop {
+    // Field order is drop order: the ring goes first, so the kernel is done with every buffer before
+    // the buffer ring's memory and the chunks are released.
+    ring: IoUring,
+    buffers: BufferRing,
+    worker: Worker<OwnedFd>,
+    listener: Option<TcpListener>,
+    shutdown: Arc<ShutdownState>,
+    wake_fd: RawFd,
+    wake_buffer: Box<[u8; 8]>,
+    ops: Vec<ConnOps>,
+    /// Operations submitted whose last completion has not arrived.
+    in_flight: usize,
+    accept_armed: bool,
+    accept_paused: bool,
+    /// Connections whose multishot receive ended (no buffer, or the kernel stopped it) and must be
+    /// re-armed.
+    rearm: Vec<usize>,
+    /// Completions copied out of the queue, processed after it is released.
+    completions: Vec<(u64, i32, u32)>,
+    scratch: Vec<usize>,
+    refused: VecDeque<(OwnedFd, Instant)>,
+}
+
+impl std::fmt::Debug for UringLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringLoop")
+            .field("connections", &self.worker.conns.len())
+            .field("in_flight", &self.in_flight)
+            .field("buffers", &self.buffers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UringLoop {
+    /// Sets up the ring on the calling thread (a single-issuer ring belongs to the thread that made
+    /// it: call this on the thread that runs the loop).
+    pub(crate) fn new(
+        listener: TcpListener,
+        worker: Worker<OwnedFd>,
+        shutdown: Arc<ShutdownState>,
+        wake_fd: RawFd,
+    ) -> io::Result<Self> {
+        let ring = build_ring()?;
+        let count = (worker.pool.chunk_count() / 4).clamp(1, MAX_RECEIVE_BUFFERS);
+        let count = if count.is_power_of_two() { count } else { count.next_power_of_two() / 2 };
+        let chunks = (0..count)
+            .map(|_| worker.pool.try_alloc())
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| io::Error::other("buffer pool has no chunks for the receive ring"))?;
+        let buffers = BufferRing::new(&ring, chunks, count)?;
+        let capacity = worker.config.max_connections.min(1 << 16);
+        let mut event_loop = UringLoop {
+            ring,
+            buffers,
+            worker,
+            listener: Some(listener),
+            shutdown,
+            wake_fd,
+            wake_buffer: Box::new([0; 8]),
+            ops: Vec::with_capacity(capacity),
+            in_flight: 0,
+            accept_armed: false,
+            accept_paused: false,
+            rearm: Vec::new(),
+            completions: Vec::with_capacity(SUBMISSION_ENTRIES as usize * 4),
+            scratch: Vec::new(),
+            refused: VecDeque::new(),
+        };
+        event_loop.arm_accept();
+        event_loop.arm_wake();
+        Ok(event_loop)
+    }
+
+    /// The pool is considered low below this many free chunks: consumed receive buffers are held back
+    /// until it recovers, so the frames produced by what was read always find room.
+    fn pool_is_low(&self) -> bool {
+        self.worker.pool.free_chunks() < (self.worker.pool.chunk_count() / 16).max(4)
+    }
+
+    /// Queues `entry`, submitting first if the submission queue is full.
+    fn push(&mut self, entry: squeue::Entry) {
+        loop {
+            // SAFETY: every buffer an entry points to (buffer ring, send slot and queued frames, wake
+            // buffer) stays alive and untouched until the entry's last completion is reaped.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+            if let Err(error) = self.ring.submit() {
+                tracing::warn!(%error, "io_uring submit failed while the submission queue was full");
+            }
+        }
+    }
+
+    fn arm_accept(&mut self) {
+        let Some(listener) = &self.listener else { return };
+        let entry = opcode::AcceptMulti::new(Fd(listener.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(user_data(Op::Accept, 0));
+        self.push(entry);
+        self.accept_armed = true;
+        self.in_flight += 1;
+    }
+
+    fn arm_wake(&mut self) {
+        let entry = opcode::Read::new(Fd(self.wake_fd), self.wake_buffer.as_mut_ptr(), 8)
+            .build()
+            .user_data(user_data(Op::Wake, 0));
+        self.push(entry);
+        self.in_flight += 1;
+    }
+
+    fn arm_receive(&mut self, token: usize) {
+        let fd = self.worker.conns[token].socket.as_raw_fd();
+        let entry =
+            opcode::RecvMulti::new(Fd(fd), BUFFER_GROUP).build().user_data(user_data(Op::Receive, token));
+        self.push(entry);
+        self.ops[token].receiving = true;
+        self.in_flight += 1;
+    }
+
+    pub(crate) fn run(mut self) -> io::Result<RunStats> {
+        let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
+        let mut drain_deadline: Option<Instant> = None;
+        let flush_interval = self.worker.config.flush_interval;
+        loop {
+            let now = Instant::now();
+            let mut wake_at = next_sweep;
+            if let Some(due) = self.worker.out.next_flush_due(flush_interval) {
+                wake_at = wake_at.min(due);
+            }
+            let wait = if !self.rearm.is_empty() && self.buffers.in_ring > 0 {
+                Duration::ZERO
+            } else {
+                wake_at.saturating_duration_since(now)
+            };
+            self.submit_and_wait(wait)?;
+            let now = Instant::now();
+            self.worker.out.now = now;
+            self.reap(now);
+            if !self.buffers.withheld.is_empty() && !self.pool_is_low() {
+                while let Some(bid) = self.buffers.withheld.pop() {
+                    self.buffers.provide(bid);
+                }
+            }
+            self.buffers.publish();
+            if self.buffers.in_ring > 0 {
+                let mut rearm = std::mem::take(&mut self.rearm);
+                for &token in &rearm {
+                    if self.worker.conns.contains(token)
+                        && !self.ops[token].closing
+                        && !self.ops[token].receiving
+                    {
+                        self.arm_receive(token);
+                    }
+                }
+                rearm.clear();
+                self.rearm = rearm;
+            }
+            if now >= next_sweep {
+                let pool_low = self.pool_is_low();
+                let reads_paused = pool_low && (!self.rearm.is_empty() || !self.buffers.withheld.is_empty());
+                self.worker.sweep(now, reads_paused);
+                if pool_low {
+                    self.worker.relieve_pool_pressure(now);
+                }
+                while self.refused.front().is_some_and(|(_, until)| *until <= now) {
+                    self.refused.pop_front();
+                }
+                next_sweep = now + SWEEP_INTERVAL;
+                if self.accept_paused && drain_deadline.is_none() {
+                    self.accept_paused = false;
+                    self.arm_accept();
+                }
+            }
+            match self.shutdown.requests() {
+                0 => {}
+                1 => {
+                    if drain_deadline.is_none() {
+                        tracing::info!(connections = self.worker.conns.len(), "shutting down: draining");
+                        self.stop_accepting();
+                        self.worker.shut_down_all(now);
+                        drain_deadline = Some(now + self.worker.config.drain_timeout);
+                    }
+                }
+                _ => {
+                    tracing::warn!("second shutdown request: stopping without draining");
+                    break;
+                }
+            }
+            self.worker.settle(now);
+            let delay = if drain_deadline.is_some() { Duration::ZERO } else { flush_interval };
+            self.flush_due(now, delay);
+            self.close_finished();
+            if let Some(deadline) = drain_deadline {
+                if self.worker.conns.is_empty() {
+                    break;
+                }
+                if now >= deadline {
+                    tracing::warn!(connections = self.worker.conns.len(), "drain deadline passed");
+                    break;
+                }
+            }
+        }
+        Ok(self.worker.finish_stats())
+    }
+
+    /// Submits what is queued and waits up to `wait` for at least one completion.
+    fn submit_and_wait(&mut self, wait: Duration) -> io::Result<()> {
+        let timespec = Timespec::from(wait);
+        let args = SubmitArgs::new().timespec(&timespec);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            // ETIME: the wait timed out; EINTR: a signal; EBUSY: completions overflowed and must be
+            // reaped before more can be submitted (they are, right after this).
+            Err(error) if matches!(error.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Handles every completion that has arrived, including those the kernel kept aside when the
+    /// completion queue overflowed.
+    fn reap(&mut self, now: Instant) {
+        loop {
+            let mut completions = std::mem::take(&mut self.completions);
+            completions.clear();
+            completions
+                .extend(self.ring.completion().map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())));
+            for &(data, result, flags) in &completions {
+                self.complete(data, result, flags, now);
+            }
+            let drained = completions.is_empty();
+            self.completions = completions;
+            if drained {
+                break;
+            }
+            if self.ring.submission().cq_overflow() {
+                tracing::debug!("completion queue overflowed: flushing the kernel's backlog");
+                let _ = self.ring.submitter().submit();
+            } else if self.ring.completion().is_empty() {
+                break;
+            }
+        }
+    }
+
+    fn complete(&mut self, data: u64, result: i32, flags: u32, now: Instant) {
+        let (op, token) = decode_user_data(data);
+        let more = cqueue::more(flags);
+        if !more {
+            self.in_flight -= 1;
+        }
+        match op {
+            Some(Op::Accept) => self.accepted(result, more, now),
+            Some(Op::Receive) => self.received(token, result, flags, more, now),
+            Some(Op::Send) => self.sent(token, result, now),
+            Some(Op::Wake) => {
+                if self.shutdown.requests() < 2 {
+                    self.arm_wake();
+                }
+            }
+            Some(Op::Cancel) | None => {}
+        }
+    }
+
+    fn accepted(&mut self, result: i32, more: bool, now: Instant) {
+        if !more {
+            self.accept_armed = false;
+        }
+        if result < 0 {
+            let error = io::Error::from_raw_os_error(-result);
+            if result != -libc::ECANCELED && self.listener.is_some() {
+                // EMFILE/ENFILE/ENOBUFS: the pending connections stay in the backlog; try again at
+                // the next sweep instead of spinning.
+                tracing::warn!(%error, "accept failed; pausing accept until the next sweep");
+                self.accept_paused = true;
+            }
+        } else {
+            // SAFETY: a successful accept completion carries a new descriptor that nothing else owns.
+            let socket = unsafe { OwnedFd::from_raw_fd(result) };
+            self.admit(socket, now);
+        }
+        if !self.accept_armed && !self.accept_paused && self.listener.is_some() {
+            self.arm_accept();
+        }
+        if self.listener.is_some() && self.shutdown.requests() > 0 && !self.accept_armed {
+            // The cancelled accept is over: closing the listener now refuses what waits in its backlog.
+            self.listener = None;
+        }
+    }
+
+    fn admit(&mut self, socket: OwnedFd, now: Instant) {
+        let sock = SockRef::from(&socket);
+        let Some(peer) = sock.peer_addr().ok().and_then(|addr| addr.as_socket()) else {
+            return; // Reset before we got to it.
+        };
+        if let Err(error) = sock.set_tcp_nodelay(true) {
+            tracing::debug!(%error, %peer, "set_nodelay failed");
+        }
+        if self.worker.is_full() {
+            self.refuse(socket, peer, now);
+            return;
+        }
+        let token = self.worker.accept(socket, peer, now);
+        if self.ops.len() <= token {
+            self.ops.resize_with(token + 1, || ConnOps {
+                receiving: false,
+                sending: false,
+                closing: false,
+                send: SendSlot::new(),
+            });
+        }
+        let ops = &mut self.ops[token];
+        (ops.receiving, ops.sending, ops.closing) = (false, false, false);
+        self.arm_receive(token);
+    }
+
+    fn refuse(&mut self, socket: OwnedFd, peer: SocketAddr, now: Instant) {
+        self.worker.stats.accepted += 1;
+        let sock = SockRef::from(&socket);
+        // A fresh socket's send buffer is empty: the short frame goes out whole or not at all.
+        let _ =
+            sock.send_with_flags(self.worker.server_full_frame(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+        let _ = sock.shutdown(Shutdown::Write);
+        tracing::debug!(%peer, "refused: server full");
+        if self.refused.len() == MAX_LINGERING_REFUSALS {
+            self.refused.pop_front();
+        }
+        self.refused.push_back((socket, now + self.worker.config.close_linger));
+    }
+
+    fn received(&mut self, token: usize, result: i32, flags: u32, more: bool, now: Instant) {
+        if !more {
+            self.ops[token].receiving = false;
+        }
+        let closing = self.ops[token].closing;
+        if result > 0 {
+            let bid = cqueue::buffer_select(flags).expect("a multishot receive always selects a buffer");
+            let bytes = self.buffers.take(bid, result as usize);
+            if !closing {
+                self.worker.receive(token, bytes, now);
+            }
+            if self.pool_is_low() {
+                self.worker.stats.read_pauses += 1;
+                self.buffers.withheld.push(bid);
+            } else {
+                self.buffers.provide(bid);
+            }
+            if !more && !closing {
+                self.rearm.push(token);
+            }
+        } else if result == -libc::ENOBUFS {
+            // The ring ran dry: re-arm once buffers are back (bytes wait in the socket meanwhile).
+            if !closing {
+                self.rearm.push(token);
+            }
+        } else if result != -libc::ECANCELED && !closing {
+            // 0: end of stream; below 0: the connection failed.
+            self.worker.peer_closed(token, now);
+        }
+        if closing {
+            self.finish_if_idle(token);
+        }
+    }
+
+    fn sent(&mut self, token: usize, result: i32, now: Instant) {
+        self.ops[token].sending = false;
+        let soft_limit = self.worker.out.soft_limit();
+        let closing = self.ops[token].closing;
+        let Some((conn, queue)) = self.worker.conn_and_queue(token) else { return };
+        queue.end_send(usize::try_from(result).unwrap_or(0), soft_limit);
+        if closing {
+            self.finish_if_idle(token);
+        } else if result < 0 {
+            self.worker.peer_closed(token, now);
+        } else if queue.has_unwritten() {
+            // A short send, or frames queued meanwhile: send the rest with the next flush.
+            self.worker.out.mark_dirty(token);
+        } else if let Phase::Draining { write_shut: false, .. } = conn.phase {
+            let _ = SockRef::from(&conn.socket).shutdown(Shutdown::Write);
+            self.worker.mark_write_shut(token, now);
+        }
+    }
+
+    /// Sends, for every connection whose frames have waited `delay`, what its queue holds.
+    fn flush_due(&mut self, now: Instant, delay: Duration) {
+        let mut due = std::mem::take(&mut self.scratch);
+        self.worker.out.take_due(now, delay, &mut due);
+        for &token in &due {
+            if !self.worker.conns.contains(token) || self.ops[token].sending || self.ops[token].closing {
+                continue; // A send in flight marks the connection dirty again when it completes.
+            }
+            let (conn, queue) = self.worker.conn_and_queue(token).expect("checked above");
+            if !queue.has_unwritten() {
+                if let Phase::Draining { write_shut: false, .. } = conn.phase {
+                    let _ = SockRef::from(&conn.socket).shutdown(Shutdown::Write);
+                    self.worker.mark_write_shut(token, now);
+                }
+                continue;
+            }
+            let slot = &mut *self.ops[token].send;
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let count = queue.io_slices(&mut slices);
+            for (iovec, slice) in slot.iovecs.iter_mut().zip(&slices[..count]) {
+                *iovec = libc::iovec { iov_base: slice.as_ptr().cast_mut().cast(), iov_len: slice.len() };
+            }
+            queue.begin_send(count);
+            slot.header.msg_iov = slot.iovecs.as_mut_ptr();
+            slot.header.msg_iovlen = count as _;
+            let entry = opcode::SendMsg::new(Fd(conn.socket.as_raw_fd()), &slot.header)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build()
+                .user_data(user_data(Op::Send, token));
+            self.ops[token].sending = true;
+            self.worker.stats.writes += 1;
+            self.push(entry);
+            self.in_flight += 1;
+        }
+        self.scratch = due;
+    }
+
+    /// Drops the connections the worker closed: at once when no operation of theirs is in flight,
+    /// else after cancelling them and reaping their last completions.
+    fn close_finished(&mut self) {
+        let mut closed = std::mem::take(&mut self.scratch);
+        self.worker.take_closed(&mut closed);
+        for &token in &closed {
+            if !self.worker.conns.contains(token) || self.ops[token].closing {
+                continue;
+            }
+            let ops = &mut self.ops[token];
+            ops.closing = true;
+            if ops.receiving || ops.sending {
+                let fd = self.worker.conns[token].socket.as_raw_fd();
+                let entry = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all())
+                    .build()
+                    .user_data(user_data(Op::Cancel, token));
+                self.push(entry);
+                self.in_flight += 1;
+            } else {
+                self.finish_if_idle(token);
+            }
+        }
+        self.scratch = closed;
+    }
+
+    /// Drops closing connection `token` once neither its receive nor its send is in flight.
+    fn finish_if_idle(&mut self, token: usize) {
+        let ops = &self.ops[token];
+        if ops.closing && !ops.receiving && !ops.sending && self.worker.conns.contains(token) {
+            let conn = self.worker.remove(token);
+            self.ops[token].closing = false;
+            tracing::trace!(peer = %conn.peer, "closed");
+        }
+    }
+
+    fn stop_accepting(&mut self) {
+        if self.accept_armed {
+            let entry = opcode::AsyncCancel2::new(CancelBuilder::user_data(user_data(Op::Accept, 0)))
+                .build()
+                .user_data(user_data(Op::Cancel, 0));
+            self.push(entry);
+            self.in_flight += 1;
+        } else {
+            self.listener = None;
+        }
+    }
+}
+
+impl Drop for UringLoop {
+    /// Cancels whatever is still in flight and waits (boundedly) for the kernel to let go of every
+    /// buffer before the pool chunks and the buffer ring go back.
+    fn drop(&mut self) {
+        let entry =
+            opcode::AsyncCancel2::new(CancelBuilder::any()).build().user_data(user_data(Op::Cancel, 0));
+        self.push(entry);
+        self.in_flight += 1;
+        let deadline = Instant::now() + CANCEL_WAIT;
+        while self.in_flight > 0 && Instant::now() < deadline {
+            if self.submit_and_wait(Duration::from_millis(10)).is_err() {
+                break;
+            }
+            for cqe in self.ring.completion() {
+                if !cqueue::more(cqe.flags()) {
+                    self.in_flight -= 1;
+                }
+            }
+        }
+        if self.in_flight > 0 {
+            tracing::warn!(in_flight = self.in_flight, "io_uring operations still in flight at exit");
+        }
+        let _ = self.ring.submitter().unregister_buf_ring(BUFFER_GROUP);
+    }
+}
