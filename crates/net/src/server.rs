@@ -136,9 +136,14 @@ impl Server {
                 listener.set_nonblocking(false)?;
                 let wake_fd = crate::sys::uring::new_wake_fd()?;
                 let shutdown = new_shutdown(LoopWaker::EventFd(wake_fd));
-                let worker = Worker::new(config, world, pool, Instant::now());
-                let parts = UringParts { listener: listener.into(), worker };
-                (Loop::Uring(Box::new(parts)), shutdown)
+                let listener = listener.into();
+                let parts = if config.echo {
+                    UringParts::Echo { listener, pool }
+                } else {
+                    let worker = Box::new(Worker::new(config, world, pool, Instant::now()));
+                    UringParts::Game { listener, worker }
+                };
+                (Loop::Uring(parts), shutdown)
             }
             _ => {
                 let listener = mio::net::TcpListener::from_std(listener.into());
@@ -182,14 +187,21 @@ impl Server {
             Loop::Echo(event_loop) => event_loop.run()?,
             #[cfg(target_os = "linux")]
             Loop::Uring(parts) => {
-                let UringParts { listener, worker } = *parts;
                 let wake_fd = match &self.shutdown.0.waker {
                     LoopWaker::EventFd(fd) => std::os::fd::AsRawFd::as_raw_fd(fd),
                     LoopWaker::Mio(_) => unreachable!("the io_uring loop is built with an eventfd waker"),
                 };
+                let shutdown = self.shutdown.0.clone();
                 // The ring is made here, on the thread that runs it: a single-issuer ring belongs to it.
-                crate::sys::uring::UringLoop::new(listener, worker, self.shutdown.0.clone(), wake_fd)?
-                    .run()?
+                match parts {
+                    UringParts::Game { listener, worker } => {
+                        crate::sys::uring::UringLoop::new(listener, *worker, shutdown, wake_fd)?.run()?
+                    }
+                    UringParts::Echo { listener, pool } => {
+                        crate::sys::uring_echo::UringEchoLoop::new(listener, &pool, shutdown, wake_fd)?
+                            .run()?
+                    }
+                }
             }
         })
     }
@@ -202,14 +214,14 @@ enum Loop {
     Echo(EchoLoop),
     /// The io_uring loop's parts; its ring is made by the thread that runs it.
     #[cfg(target_os = "linux")]
-    Uring(Box<UringParts>),
+    Uring(UringParts),
 }
 
 #[cfg(target_os = "linux")]
 #[derive(Debug)]
-struct UringParts {
-    listener: std::net::TcpListener,
-    worker: Worker<std::os::fd::OwnedFd>,
+enum UringParts {
+    Game { listener: std::net::TcpListener, worker: Box<Worker<std::os::fd::OwnedFd>> },
+    Echo { listener: std::net::TcpListener, pool: Pool },
 }
 
 /// Resolves `config.io` to the backend that will run, logging the choice of `Auto` and why.
@@ -217,19 +229,15 @@ fn choose_backend(config: &ServerConfig) -> Result<IoBackend, ServerError> {
     let unsupported = |reason: String| ServerError::Io(io::Error::new(io::ErrorKind::Unsupported, reason));
     match (config.io, config.echo) {
         (IoBackend::Mio, _) => Ok(IoBackend::Mio),
-        (IoBackend::Uring, true) => Err(ServerError::Config(ConfigError::Limits(
-            "the echo mode runs on mio only: use --io mio or --io auto with --echo",
-        ))),
-        (IoBackend::Auto, true) => Ok(IoBackend::Mio),
         #[cfg(target_os = "linux")]
-        (IoBackend::Uring, false) => match crate::sys::uring::probe() {
+        (IoBackend::Uring, _) => match crate::sys::uring::probe() {
             Ok(()) => Ok(IoBackend::Uring),
             Err(error) => Err(unsupported(format!("--io uring: {error}"))),
         },
         #[cfg(not(target_os = "linux"))]
-        (IoBackend::Uring, false) => Err(unsupported("--io uring: io_uring exists on Linux only".into())),
+        (IoBackend::Uring, _) => Err(unsupported("--io uring: io_uring exists on Linux only".into())),
         #[cfg(target_os = "linux")]
-        (IoBackend::Auto, false) => match crate::sys::uring::probe() {
+        (IoBackend::Auto, _) => match crate::sys::uring::probe() {
             Ok(()) => {
                 tracing::info!("io backend: io_uring (multishot accept and receive, provided-buffer ring)");
                 Ok(IoBackend::Uring)
@@ -240,7 +248,7 @@ fn choose_backend(config: &ServerConfig) -> Result<IoBackend, ServerError> {
             }
         },
         #[cfg(not(target_os = "linux"))]
-        (IoBackend::Auto, false) => Ok(IoBackend::Mio),
+        (IoBackend::Auto, _) => Ok(IoBackend::Mio),
     }
 }
 

@@ -59,8 +59,12 @@ impl Scenario {
 /// A server under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ServerKind {
-    /// This executable's `serve`.
+    /// This executable's `serve` with its default `--io auto` (io_uring where available).
     Gamewire,
+    /// `serve --io uring`.
+    GamewireUring,
+    /// `serve --io mio`.
+    GamewireMio,
     /// `gamewire-baseline-tokio`, next to this executable.
     Tokio,
     /// `gamewire-baseline-blocking`, next to this executable.
@@ -71,6 +75,8 @@ impl ServerKind {
     fn name(self) -> &'static str {
         match self {
             ServerKind::Gamewire => "gamewire",
+            ServerKind::GamewireUring => "gamewire-uring",
+            ServerKind::GamewireMio => "gamewire-mio",
             ServerKind::Tokio => "tokio",
             ServerKind::Blocking => "blocking",
         }
@@ -78,7 +84,7 @@ impl ServerKind {
 
     fn binary(self) -> Option<&'static str> {
         match self {
-            ServerKind::Gamewire => None,
+            ServerKind::Gamewire | ServerKind::GamewireUring | ServerKind::GamewireMio => None,
             ServerKind::Tokio => Some("gamewire-baseline-tokio"),
             ServerKind::Blocking => Some("gamewire-baseline-blocking"),
         }
@@ -344,9 +350,16 @@ fn scenario_flags(scenario: Scenario, bots: usize) -> Vec<String> {
 /// The full argument list of a server.
 fn server_args(plan: &Plan, kind: ServerKind, bots: usize, addr: SocketAddr) -> Vec<String> {
     let mut args = Vec::new();
-    if kind == ServerKind::Gamewire {
+    let io = match kind {
+        ServerKind::Gamewire => Some("auto"),
+        ServerKind::GamewireUring => Some("uring"),
+        ServerKind::GamewireMio => Some("mio"),
+        ServerKind::Tokio | ServerKind::Blocking => None,
+    };
+    if let Some(io) = io {
         args.extend(["serve".to_string(), "--pool-mib".to_string(), plan.pool_mib.to_string()]);
         args.extend(["--flush-interval".to_string(), plan.flush_interval.to_string()]);
+        args.extend(["--io".to_string(), io.to_string()]);
     }
     args.extend(["--addr".to_string(), addr.to_string()]);
     args.extend(scenario_flags(plan.scenario, bots));

@@ -11,7 +11,8 @@ use super::report::ServerResult;
 /// The colour of a server, the same in every plot.
 fn color(name: &str, index: usize) -> RGBColor {
     match name {
-        "gamewire" => RGBColor(0x1b, 0x9e, 0x77),
+        "gamewire" | "gamewire-uring" => RGBColor(0x1b, 0x9e, 0x77),
+        "gamewire-mio" => RGBColor(0x75, 0x70, 0xb3),
         "tokio" => RGBColor(0x3a, 0x6f, 0xc4),
         "blocking" => RGBColor(0xd9, 0x5f, 0x02),
         _ => {

@@ -258,19 +258,19 @@ const FIGURES: [Figure; 11] = [
 /// gamewire/baseline per baseline (when gamewire was measured).
 pub(crate) fn markdown_table(results: &Results) -> String {
     let servers = &results.servers;
-    let gamewire = servers.iter().find(|s| s.name == "gamewire");
-    let baselines: Vec<&ServerResult> = if gamewire.is_some() {
-        servers.iter().filter(|s| s.name != "gamewire").collect()
-    } else {
-        Vec::new()
-    };
+    // Ratios put the first server listed over each of the others (`--servers gamewire,tokio`:
+    // gamewire/tokio; `--servers gamewire-uring,gamewire-mio`: uring/mio).
+    let subject = servers.first();
+    let baselines: Vec<&ServerResult> = servers.iter().skip(1).collect();
     let mut out = String::new();
     out.push_str("| figure |");
     for server in servers {
         out.push_str(&format!(" {} |", server.name));
     }
-    for baseline in &baselines {
-        out.push_str(&format!(" gamewire/{} |", baseline.name));
+    if let Some(subject) = subject {
+        for baseline in &baselines {
+            out.push_str(&format!(" {}/{} |", subject.name, baseline.name));
+        }
     }
     out.push_str("\n|---|");
     for _ in 0..servers.len() + baselines.len() {
@@ -283,9 +283,9 @@ pub(crate) fn markdown_table(results: &Results) -> String {
         for server in servers {
             out.push_str(&format!(" {} |", cell(figure(server))));
         }
-        if let Some(gamewire) = gamewire {
+        if let Some(subject) = subject {
             for baseline in &baselines {
-                let r = figure(gamewire).zip(figure(baseline)).and_then(|(g, b)| ratio(g, b));
+                let r = figure(subject).zip(figure(baseline)).and_then(|(g, b)| ratio(g, b));
                 out.push_str(&format!(" {} |", format_ratio(r)));
             }
         }
@@ -297,9 +297,9 @@ pub(crate) fn markdown_table(results: &Results) -> String {
         for server in servers {
             out.push_str(&format!(" {} |", cell(held(&server.name))));
         }
-        if gamewire.is_some() {
+        if let Some(subject) = subject {
             for baseline in &baselines {
-                let r = held("gamewire").zip(held(&baseline.name)).and_then(|(g, b)| ratio(g, b));
+                let r = held(&subject.name).zip(held(&baseline.name)).and_then(|(g, b)| ratio(g, b));
                 out.push_str(&format!(" {} |", format_ratio(r)));
             }
         }

@@ -22,6 +22,8 @@ pub(crate) mod mio;
 pub(crate) mod mio_echo;
 #[cfg(target_os = "linux")]
 pub(crate) mod uring;
+#[cfg(target_os = "linux")]
+pub(crate) mod uring_echo;
 
 /// How often deadlines are checked; also bounds how late a timeout fires.
 pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_millis(100);

@@ -32,11 +32,11 @@ use crate::server::ShutdownState;
 use crate::worker::{Phase, RunStats, Worker};
 
 /// Submission queue entries; the completion queue gets four times as many.
-const SUBMISSION_ENTRIES: u32 = 4096;
+pub(super) const SUBMISSION_ENTRIES: u32 = 4096;
 /// Most receive buffers in the ring (a power of two); fewer when the pool is small.
-const MAX_RECEIVE_BUFFERS: usize = 1024;
+pub(super) const MAX_RECEIVE_BUFFERS: usize = 1024;
 /// The provided-buffer group of the receive ring.
-const BUFFER_GROUP: u16 = 0;
+pub(super) const BUFFER_GROUP: u16 = 0;
 /// Most refused connections held for their linger at once; beyond it the oldest is closed early.
 const MAX_LINGERING_REFUSALS: usize = 1024;
 /// How long the loop waits for cancelled operations to complete when it stops.
@@ -44,7 +44,7 @@ const CANCEL_WAIT: Duration = Duration::from_secs(1);
 
 /// What an operation is; the low byte of its `user_data`, above it the connection token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Op {
+pub(super) enum Op {
     Accept = 1,
     Receive = 2,
     Send = 3,
@@ -52,11 +52,11 @@ enum Op {
     Wake = 5,
 }
 
-fn user_data(op: Op, token: usize) -> u64 {
+pub(super) fn user_data(op: Op, token: usize) -> u64 {
     ((token as u64) << 8) | op as u64
 }
 
-fn decode_user_data(data: u64) -> (Option<Op>, usize) {
+pub(super) fn decode_user_data(data: u64) -> (Option<Op>, usize) {
     let op = match data & 0xff {
         1 => Some(Op::Accept),
         2 => Some(Op::Receive),
@@ -70,7 +70,7 @@ fn decode_user_data(data: u64) -> (Option<Op>, usize) {
 
 /// Builds a ring with the setup flags this kernel takes, best first. Single issuer (6.0) is required:
 /// a kernel without it also lacks the multishot receive (6.0) this backend is built on.
-fn build_ring() -> io::Result<IoUring> {
+pub(super) fn build_ring() -> io::Result<IoUring> {
     type SetupFlags = fn(&mut io_uring::Builder);
     let attempts: [(&str, SetupFlags); 2] = [
         ("single issuer, deferred task running", |b| {
@@ -157,7 +157,7 @@ pub(crate) fn wake(fd: &OwnedFd) -> io::Result<()> {
 }
 
 /// The provided-buffer ring: pool chunks lent to the kernel for multishot receives.
-struct BufferRing {
+pub(super) struct BufferRing {
     /// Page-aligned array of `entries` ring entries shared with the kernel.
     entries: NonNull<BufRingEntry>,
     layout: Layout,
@@ -167,7 +167,7 @@ struct BufferRing {
     /// `chunks[bid]`: the chunk behind buffer id `bid`.
     chunks: Vec<ChunkMut>,
     /// Buffers in the kernel's hands (provided and not yet completed).
-    in_ring: usize,
+    pub(super) in_ring: usize,
     /// Buffers consumed while the pool was low, held back until it recovers.
     withheld: Vec<u16>,
 }
@@ -188,7 +188,7 @@ impl std::fmt::Debug for BufferRing {
 
 impl BufferRing {
     /// Registers a ring of `capacity` entries (a power of two) on `ring` and provides every chunk.
-    fn new(ring: &IoUring, chunks: Vec<ChunkMut>, capacity: usize) -> io::Result<BufferRing> {
+    pub(super) fn new(ring: &IoUring, chunks: Vec<ChunkMut>, capacity: usize) -> io::Result<BufferRing> {
         assert!(capacity.is_power_of_two() && capacity <= 1 << 15 && chunks.len() <= capacity);
         let layout = Layout::from_size_align(capacity * size_of::<BufRingEntry>(), 4096)
             .map_err(|_| io::Error::other("buffer ring layout"))?;
@@ -224,7 +224,7 @@ impl BufferRing {
     }
 
     /// Puts buffer `bid` back at the ring's tail (visible to the kernel after [`Self::publish`]).
-    fn provide(&mut self, bid: u16) {
+    pub(super) fn provide(&mut self, bid: u16) {
         let chunk = &mut self.chunks[usize::from(bid)];
         chunk.clear();
         let spare = chunk.spare_mut();
@@ -242,7 +242,7 @@ impl BufferRing {
     }
 
     /// Makes every provided entry visible to the kernel.
-    fn publish(&self) {
+    pub(super) fn publish(&self) {
         // SAFETY: `entries` is the ring's first entry, initialised; its reserved field is the tail the
         // kernel reads, which we only ever store to atomically.
         let tail = unsafe { BufRingEntry::tail(self.entries.as_ptr()) };
@@ -252,12 +252,26 @@ impl BufferRing {
     }
 
     /// The `len` bytes the kernel received into buffer `bid`, now back in our hands.
-    fn take(&mut self, bid: u16, len: usize) -> &[u8] {
+    pub(super) fn take(&mut self, bid: u16, len: usize) -> &[u8] {
         self.in_ring -= 1;
         let chunk = &mut self.chunks[usize::from(bid)];
         chunk.clear();
         chunk.advance(len.min(chunk.capacity()));
         chunk.filled()
+    }
+}
+
+impl BufferRing {
+    /// The bytes last taken from buffer `bid` (see [`Self::take`]).
+    pub(super) fn filled(&self, bid: u16) -> &[u8] {
+        self.chunks[usize::from(bid)].filled()
+    }
+
+    /// How many receive buffers a pool of `chunk_count` chunks lends the ring: a quarter, a power of
+    /// two, at most [`MAX_RECEIVE_BUFFERS`].
+    pub(super) fn size_for(chunk_count: usize) -> usize {
+        let count = (chunk_count / 4).clamp(1, MAX_RECEIVE_BUFFERS);
+        if count.is_power_of_two() { count } else { count.next_power_of_two() / 2 }
     }
 }
 
@@ -343,8 +357,7 @@ impl UringLoop {
         wake_fd: RawFd,
     ) -> io::Result<Self> {
         let ring = build_ring()?;
-        let count = (worker.pool.chunk_count() / 4).clamp(1, MAX_RECEIVE_BUFFERS);
-        let count = if count.is_power_of_two() { count } else { count.next_power_of_two() / 2 };
+        let count = BufferRing::size_for(worker.pool.chunk_count());
         let chunks = (0..count)
             .map(|_| worker.pool.try_alloc())
             .collect::<Option<Vec<_>>>()
