@@ -54,6 +54,9 @@ pub(crate) struct ServeArgs {
     /// Event loop: io_uring where the kernel offers it (Linux 6.0+), else mio (auto); or either one.
     #[arg(long, value_enum, default_value_t = Io::Auto)]
     io: Io,
+    /// With --io uring: flushes of at least this many queued bytes use zero-copy sends (0: never).
+    #[arg(long, default_value_t = 0, value_name = "BYTES")]
+    send_zerocopy_threshold: usize,
     /// Touch every page of the buffer pool at start (whole pool resident at once, no page faults
     /// later). By default pages become resident as the pool is first used.
     #[arg(long)]
@@ -101,6 +104,7 @@ impl ServeArgs {
             prefault_pool: self.prefault,
             echo: self.echo,
             io: self.io.into(),
+            send_zerocopy_threshold: self.send_zerocopy_threshold,
         }
     }
 }

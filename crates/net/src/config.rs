@@ -45,6 +45,11 @@ pub struct ServerConfig {
     pub prefault_pool: bool,
     /// Which event loop moves the bytes.
     pub io: IoBackend,
+    /// io_uring only: a flush of at least this many queued bytes goes out as a zero-copy send
+    /// (`SendMsgZc`: the kernel pins the pages instead of copying them, and reports when it let go).
+    /// 0, the default, never does: the kernel documentation puts the gain above about 10 KB, and on
+    /// loopback it never pays (see docs/BENCHMARKS.md).
+    pub send_zerocopy_threshold: usize,
     /// Echo raw bytes instead of playing the game (no framing, no world): for comparing the I/O core
     /// with other runtimes under a standard echo client.
     pub echo: bool,
@@ -69,6 +74,7 @@ impl Default for ServerConfig {
             prefault_pool: false,
             echo: false,
             io: IoBackend::Auto,
+            send_zerocopy_threshold: 0,
         }
     }
 }

@@ -29,6 +29,12 @@ pub(crate) struct SendQueue {
     /// Frames at the front that an asynchronous send (io_uring) is reading from: they stay queued, and
     /// so alive, until its completion says how much it took.
     in_flight: usize,
+    /// Frames that zero-copy sends took, kept alive until the kernel's notification that it no longer
+    /// reads their pages (it may come long after the send completed: on loopback, once the receiver
+    /// read them).
+    zerocopy_held: VecDeque<PoolBytes>,
+    /// How many frames of `zerocopy_held` each unnotified zero-copy send holds, oldest first.
+    zerocopy_batches: VecDeque<usize>,
 }
 
 impl SendQueue {
@@ -111,6 +117,32 @@ impl SendQueue {
     pub(crate) fn end_send(&mut self, written: usize, soft_limit: usize) {
         self.in_flight = 0;
         self.consume(written, soft_limit);
+    }
+
+    /// A zero-copy send completed, having taken `written` bytes: they count as sent (the queue moves on
+    /// and the next send may start), but every frame it read from stays alive until
+    /// [`Self::release_zerocopy_batch`].
+    pub(crate) fn end_zerocopy_send(&mut self, written: usize, soft_limit: usize) {
+        self.in_flight = 0;
+        let (mut left, mut offset, mut held) = (written, self.front_written, 0);
+        for frame in &self.frames {
+            if left == 0 {
+                break;
+            }
+            self.zerocopy_held.push_back(frame.clone());
+            held += 1;
+            left = left.saturating_sub(frame.len() - offset);
+            offset = 0;
+        }
+        self.zerocopy_batches.push_back(held);
+        self.consume(written, soft_limit);
+    }
+
+    /// The kernel's notification for the oldest unnotified zero-copy send: its frames may go. (TCP
+    /// frees a socket's buffers in order, so notifications come in the order of the sends.)
+    pub(crate) fn release_zerocopy_batch(&mut self) {
+        let held = self.zerocopy_batches.pop_front().unwrap_or(0);
+        self.zerocopy_held.drain(..held.min(self.zerocopy_held.len()));
     }
 
     /// Records that the kernel took `written` bytes: drops the frames it finished (their pooled memory

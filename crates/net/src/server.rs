@@ -220,7 +220,7 @@ enum Loop {
 #[cfg(target_os = "linux")]
 #[derive(Debug)]
 enum UringParts {
-    Game { listener: std::net::TcpListener, worker: Box<Worker<std::os::fd::OwnedFd>> },
+    Game { listener: std::net::TcpListener, worker: Box<Worker<std::os::fd::RawFd>> },
     Echo { listener: std::net::TcpListener, pool: Pool },
 }
 

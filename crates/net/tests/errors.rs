@@ -766,3 +766,50 @@ fn shutdown_sends_what_is_queued_then_shutting_down_to_everyone() {
         assert!(std::net::TcpStream::connect(addr).is_err(), "the listener is closed");
     });
 }
+
+/// A slow consumer cut off while it still reads nothing really goes: its place is free again, on every
+/// backend (with zero-copy sends too, whose buffers the kernel keeps until the unread socket is gone).
+#[test]
+fn a_slow_consumer_that_never_reads_frees_its_place() {
+    each_backend(|mut config| {
+        config.max_connections = 2;
+        config.send_soft_limit = 16 << 10;
+        config.send_hard_limit = 64 << 10;
+        config.write_deadline = Duration::from_millis(200);
+        config.close_linger = Duration::from_millis(200);
+        config.world.limits.chats = Rate::new(1e6, 1e6);
+        let server = TestServer::start(config);
+        let mut flooder = server.join("flooder");
+        let mut silent = Client::connect_with_receive_buffer(server.addr(), "silent", 4096);
+        let (silent_id, _) = silent.hello("silent");
+        flooder.sync();
+        // `silent` never reads again: flood it until the server cuts it off, which its LEAVE shows.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut batch = Vec::new();
+        for i in 0..20 {
+            batch.extend(encode_frame_to_vec(0, &Packet::Chat { text: &flood_chat(i) }));
+        }
+        loop {
+            assert!(Instant::now() < deadline, "the silent client was never cut off");
+            flooder.send_raw(&batch);
+            let frames = flooder.sync();
+            if frames.iter().any(|frame| frame.is(PacketKind::Leave, silent_id)) {
+                break;
+            }
+        }
+        // Its place comes back once the connection is dropped (after the linger): a newcomer gets in.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut newcomer = server.connect("newcomer");
+            newcomer.send(0, &Packet::Hello { name: "newcomer" });
+            let frame = newcomer.recv();
+            if frame.kind() == PacketKind::Welcome {
+                break;
+            }
+            assert_eq!(frame.error_code(), Some(ErrorCode::ServerFull.code()), "{frame:?}");
+            assert!(Instant::now() < deadline, "the cut-off client's place never came back");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(silent);
+    });
+}

@@ -305,8 +305,13 @@ impl SendSlot {
 
 /// The operations of one connection (indexed by token): at most one receive and one send at a time.
 struct ConnOps {
+    /// The connection's socket (the worker's `Conn` holds only its number): owned here so that a
+    /// closing connection can let go of it before its last zero-copy notification comes.
+    socket: Option<OwnedFd>,
     receiving: bool,
     sending: bool,
+    /// Zero-copy sends whose notification (the kernel let go of their pages) has not come yet.
+    zerocopy_unnotified: usize,
     /// Its operations were cancelled: the connection is dropped once neither is in flight.
     closing: bool,
     send: Box<SendSlot>,
@@ -318,7 +323,7 @@ pub(crate) struct UringLoop {
     // the buffer ring's memory and the chunks are released.
     ring: IoUring,
     buffers: BufferRing,
-    worker: Worker<OwnedFd>,
+    worker: Worker<RawFd>,
     listener: Option<TcpListener>,
     shutdown: Arc<ShutdownState>,
     wake_fd: RawFd,
@@ -352,7 +357,7 @@ impl UringLoop {
     /// it: call this on the thread that runs the loop).
     pub(crate) fn new(
         listener: TcpListener,
-        worker: Worker<OwnedFd>,
+        worker: Worker<RawFd>,
         shutdown: Arc<ShutdownState>,
         wake_fd: RawFd,
     ) -> io::Result<Self> {
@@ -426,7 +431,7 @@ impl UringLoop {
     }
 
     fn arm_receive(&mut self, token: usize) {
-        let fd = self.worker.conns[token].socket.as_raw_fd();
+        let fd = self.worker.conns[token].socket;
         let entry =
             opcode::RecvMulti::new(Fd(fd), BUFFER_GROUP).build().user_data(user_data(Op::Receive, token));
         self.push(entry);
@@ -569,7 +574,21 @@ impl UringLoop {
         match op {
             Some(Op::Accept) => self.accepted(result, more, now),
             Some(Op::Receive) => self.received(token, result, flags, more, now),
-            Some(Op::Send) => self.sent(token, result, now),
+            Some(Op::Send) if cqueue::notif(flags) => {
+                // A zero-copy send's pages are free: its frames may go back.
+                self.ops[token].zerocopy_unnotified -= 1;
+                self.worker.out.queues[token].release_zerocopy_batch();
+                if self.ops[token].closing {
+                    self.finish_if_idle(token);
+                }
+            }
+            Some(Op::Send) => {
+                // With MORE set, this was a zero-copy send and its notification follows.
+                if more {
+                    self.ops[token].zerocopy_unnotified += 1;
+                }
+                self.sent(token, result, more, now);
+            }
             Some(Op::Wake) => {
                 if self.shutdown.requests() < 2 {
                     self.arm_wake();
@@ -617,17 +636,20 @@ impl UringLoop {
             self.refuse(socket, peer, now);
             return;
         }
-        let token = self.worker.accept(socket, peer, now);
+        let token = self.worker.accept(socket.as_raw_fd(), peer, now);
         if self.ops.len() <= token {
             self.ops.resize_with(token + 1, || ConnOps {
+                socket: None,
                 receiving: false,
                 sending: false,
+                zerocopy_unnotified: 0,
                 closing: false,
                 send: SendSlot::new(),
             });
         }
         let ops = &mut self.ops[token];
-        (ops.receiving, ops.sending, ops.closing) = (false, false, false);
+        (ops.receiving, ops.sending, ops.closing, ops.zerocopy_unnotified) = (false, false, false, 0);
+        ops.socket = Some(socket);
         self.arm_receive(token);
     }
 
@@ -679,12 +701,17 @@ impl UringLoop {
         }
     }
 
-    fn sent(&mut self, token: usize, result: i32, now: Instant) {
+    fn sent(&mut self, token: usize, result: i32, zerocopy: bool, now: Instant) {
         self.ops[token].sending = false;
         let soft_limit = self.worker.out.soft_limit();
         let closing = self.ops[token].closing;
         let Some((conn, queue)) = self.worker.conn_and_queue(token) else { return };
-        queue.end_send(usize::try_from(result).unwrap_or(0), soft_limit);
+        let written = usize::try_from(result).unwrap_or(0);
+        if zerocopy {
+            queue.end_zerocopy_send(written, soft_limit);
+        } else {
+            queue.end_send(written, soft_limit);
+        }
         if closing {
             self.finish_if_idle(token);
         } else if result < 0 {
@@ -693,7 +720,7 @@ impl UringLoop {
             // A short send, or frames queued meanwhile: send the rest with the next flush.
             self.worker.out.mark_dirty(token);
         } else if let Phase::Draining { write_shut: false, .. } = conn.phase {
-            let _ = SockRef::from(&conn.socket).shutdown(Shutdown::Write);
+            shut_write(&self.ops[token]);
             self.worker.mark_write_shut(token, now);
         }
     }
@@ -702,6 +729,7 @@ impl UringLoop {
     fn flush_due(&mut self, now: Instant, delay: Duration) {
         let mut due = std::mem::take(&mut self.scratch);
         self.worker.out.take_due(now, delay, &mut due);
+        let threshold = self.worker.config.send_zerocopy_threshold;
         for &token in &due {
             if !self.worker.conns.contains(token) || self.ops[token].sending || self.ops[token].closing {
                 continue; // A send in flight marks the connection dirty again when it completes.
@@ -709,7 +737,7 @@ impl UringLoop {
             let (conn, queue) = self.worker.conn_and_queue(token).expect("checked above");
             if !queue.has_unwritten() {
                 if let Phase::Draining { write_shut: false, .. } = conn.phase {
-                    let _ = SockRef::from(&conn.socket).shutdown(Shutdown::Write);
+                    shut_write(&self.ops[token]);
                     self.worker.mark_write_shut(token, now);
                 }
                 continue;
@@ -723,10 +751,14 @@ impl UringLoop {
             queue.begin_send(count);
             slot.header.msg_iov = slot.iovecs.as_mut_ptr();
             slot.header.msg_iovlen = count as _;
-            let entry = opcode::SendMsg::new(Fd(conn.socket.as_raw_fd()), &slot.header)
-                .flags(libc::MSG_NOSIGNAL as u32)
-                .build()
-                .user_data(user_data(Op::Send, token));
+            let fd = Fd(conn.socket);
+            let flags = libc::MSG_NOSIGNAL as u32;
+            let entry = if threshold > 0 && queue.queued_bytes() >= threshold {
+                opcode::SendMsgZc::new(fd, &slot.header).flags(flags).build()
+            } else {
+                opcode::SendMsg::new(fd, &slot.header).flags(flags).build()
+            };
+            let entry = entry.user_data(user_data(Op::Send, token));
             self.ops[token].sending = true;
             self.worker.stats.writes += 1;
             self.push(entry);
@@ -746,13 +778,26 @@ impl UringLoop {
             }
             let ops = &mut self.ops[token];
             ops.closing = true;
-            if ops.receiving || ops.sending {
-                let fd = self.worker.conns[token].socket.as_raw_fd();
+            if ops.receiving || ops.sending || ops.zerocopy_unnotified > 0 {
+                let fd = self.worker.conns[token].socket;
                 let entry = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all())
                     .build()
                     .user_data(user_data(Op::Cancel, token));
                 self.push(entry);
                 self.in_flight += 1;
+                // Submitted now, while `fd` still names this socket: a multishot accept may reuse
+                // the number as soon as it is closed.
+                if let Err(error) = self.ring.submit() {
+                    tracing::warn!(%error, "io_uring submit of a cancel failed");
+                }
+                let ops = &mut self.ops[token];
+                if ops.zerocopy_unnotified > 0
+                    && let Some(socket) = ops.socket.take()
+                {
+                    // Zero-copy notifications come only once the kernel frees the pages, which an
+                    // unread send buffer never does: a reset purges it.
+                    let _ = SockRef::from(&socket).set_linger(Some(Duration::ZERO));
+                }
             } else {
                 self.finish_if_idle(token);
             }
@@ -763,7 +808,9 @@ impl UringLoop {
     /// Drops closing connection `token` once neither its receive nor its send is in flight.
     fn finish_if_idle(&mut self, token: usize) {
         let ops = &self.ops[token];
-        if ops.closing && !ops.receiving && !ops.sending && self.worker.conns.contains(token) {
+        let idle = !ops.receiving && !ops.sending && ops.zerocopy_unnotified == 0;
+        if ops.closing && idle && self.worker.conns.contains(token) {
+            self.ops[token].socket = None;
             let conn = self.worker.remove(token);
             self.ops[token].closing = false;
             tracing::trace!(peer = %conn.peer, "closed");
@@ -780,6 +827,13 @@ impl UringLoop {
         } else {
             self.listener = None;
         }
+    }
+}
+
+/// Shuts the write side of a connection's socket (after its last frame went out).
+fn shut_write(ops: &ConnOps) {
+    if let Some(socket) = &ops.socket {
+        let _ = SockRef::from(socket).shutdown(Shutdown::Write);
     }
 }
 

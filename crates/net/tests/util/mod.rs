@@ -35,17 +35,23 @@ pub(crate) enum Backend {
     Mio,
     /// Completions on io_uring (Linux 6.0+).
     Uring,
+    /// io_uring with every send zero-copy (`send_zerocopy_threshold = 1`): the buffers must outlive
+    /// the kernel's notification, not only the send's completion.
+    UringZerocopy,
 }
 
 impl Backend {
-    pub(crate) const ALL: &'static [Backend] = &[Backend::Mio, Backend::Uring];
+    pub(crate) const ALL: &'static [Backend] = &[Backend::Mio, Backend::Uring, Backend::UringZerocopy];
 
     /// Selects this backend in `config`.
     fn configure(self, config: &mut ServerConfig) {
         config.io = match self {
             Backend::Mio => IoBackend::Mio,
-            Backend::Uring => IoBackend::Uring,
+            Backend::Uring | Backend::UringZerocopy => IoBackend::Uring,
         };
+        if self == Backend::UringZerocopy {
+            config.send_zerocopy_threshold = 1;
+        }
     }
 
     /// Whether this machine can run the backend; if not, why (the tests for it are skipped, saying so).
@@ -53,7 +59,7 @@ impl Backend {
         static URING: OnceLock<Option<String>> = OnceLock::new();
         match self {
             Backend::Mio => None,
-            Backend::Uring => URING
+            Backend::Uring | Backend::UringZerocopy => URING
                 .get_or_init(|| {
                     let mut config = base_config();
                     config.io = IoBackend::Uring;
@@ -759,5 +765,20 @@ impl Rng {
     /// Uniform in `0..n`.
     pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
+    }
+}
+
+impl TestServer {
+    /// [`TestServer::start`], with every event the server logs on its thread sent to `dispatch`, so
+    /// that a test can check what the server warned about.
+    pub(crate) fn start_logging_to(config: ServerConfig, dispatch: tracing::Dispatch) -> TestServer {
+        let server = Server::bind(config).expect("bind the test server");
+        let addr = server.local_addr();
+        let stop = server.shutdown_handle();
+        let thread = std::thread::Builder::new()
+            .name("gamewire-server".into())
+            .spawn(move || tracing::dispatcher::with_default(&dispatch, || server.run()))
+            .expect("spawn the server thread");
+        TestServer { addr, stop, thread: Some(thread) }
     }
 }
