@@ -4,14 +4,16 @@
 //! Every backend must:
 //! 1. accept until the kernel has no more pending connections, refuse beyond `max_connections` with
 //!    ERROR(SERVER_FULL), and set TCP_NODELAY on every accepted socket;
-//! 2. read into pool chunks and pass the bytes to `Worker::receive` in the order they arrived, and stop
-//!    reading (backpressure, not loss) while the pool is low, resuming by itself once chunks return;
+//! 2. receive into pool chunks and pass the bytes to `Worker::receive` in the order they arrived, and
+//!    stop receiving (backpressure, not loss) while the pool is low, resuming by itself once chunks
+//!    return (mio: stops reading; io_uring: holds consumed ring buffers back, which starves the ring);
 //! 3. call `Worker::peer_closed` on end of stream or a socket error;
-//! 4. after each batch of events: `Worker::settle`, then (at most every `flush_interval`) flush every
-//!    dirty connection once, with vectored writes of its queued frames, resuming partial writes exactly
-//!    where they stopped;
+//! 4. after each batch of events: `Worker::settle`, then flush each connection whose frames have waited
+//!    `flush_interval` (`Outbound::take_due`; all of them when it is zero), with one vectored write or
+//!    send of its queued frames, resuming partial writes exactly where they stopped; the frames a send
+//!    reads stay queued (alive) until the kernel is done with them;
 //! 5. shut the write side of a draining connection once its queue is empty, and drop the connections
-//!    `Worker::take_closed` names;
+//!    `Worker::take_closed` names (a completion backend after their operations have completed);
 //! 6. call `Worker::sweep` at least every [`SWEEP_INTERVAL`];
 //! 7. on the shutdown signal stop accepting, call `Worker::shut_down_all` and keep serving until every
 //!    connection is gone or the drain deadline passes; on a second signal return at once.
