@@ -149,6 +149,9 @@ pub(crate) struct BenchArgs {
     /// `--flush-interval` of `gamewire serve`, seconds (0: flush every loop turn, its default).
     #[arg(long, default_value_t = 0.0)]
     flush_interval: f64,
+    /// `--send-zerocopy-threshold` of `gamewire serve` (io_uring zero-copy sends; 0: off).
+    #[arg(long, default_value_t = 0)]
+    send_zerocopy_threshold: usize,
     /// Internal: run the echo client against this address and print its JSON summary.
     #[arg(long, hide = true)]
     echo_client: Option<SocketAddr>,
@@ -171,6 +174,7 @@ struct Plan {
     client_pin: Pin,
     pool_mib: usize,
     flush_interval: f64,
+    send_zerocopy_threshold: usize,
 }
 
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -219,6 +223,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         client_pin,
         pool_mib: args.pool_mib,
         flush_interval: args.flush_interval,
+        send_zerocopy_threshold: args.send_zerocopy_threshold,
     };
 
     let mut measured: Vec<ServerResult> = Vec::new();
@@ -360,6 +365,10 @@ fn server_args(plan: &Plan, kind: ServerKind, bots: usize, addr: SocketAddr) -> 
         args.extend(["serve".to_string(), "--pool-mib".to_string(), plan.pool_mib.to_string()]);
         args.extend(["--flush-interval".to_string(), plan.flush_interval.to_string()]);
         args.extend(["--io".to_string(), io.to_string()]);
+        if plan.send_zerocopy_threshold > 0 {
+            let threshold = plan.send_zerocopy_threshold.to_string();
+            args.extend(["--send-zerocopy-threshold".to_string(), threshold]);
+        }
     }
     args.extend(["--addr".to_string(), addr.to_string()]);
     args.extend(scenario_flags(plan.scenario, bots));
