@@ -744,6 +744,7 @@ fn shutdown_sends_what_is_queued_then_shutting_down_to_everyone() {
         alice.send_raw(&bytes);
         alice.assert_served();
         server.shutdown_handle().shutdown();
+        assert_no_one_is_admitted_after_the_shutdown(addr);
 
         for viewer in [&mut bob, &mut carol] {
             for text in &words {
@@ -765,6 +766,38 @@ fn shutdown_sends_what_is_queued_then_shutting_down_to_everyone() {
         assert_eq!(stats.accepted, 4);
         assert!(std::net::TcpStream::connect(addr).is_err(), "the listener is closed");
     });
+}
+
+/// A newcomer after a shutdown request is refused, or (if it raced the request) told SHUTTING_DOWN:
+/// whatever it sends, its connection ends within [`WAIT`], never to be served on.
+fn assert_no_one_is_admitted_after_the_shutdown(addr: std::net::SocketAddr) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return };
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let _ = stream.write_all(&encode_frame_to_vec(0, &Packet::Hello { name: "latecomer" }));
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(error) => panic!("a latecomer's connection stayed open after the shutdown: {error}"),
+        }
+    }
+    let mut decoder = gamewire_proto::FrameDecoder::new(gamewire_proto::Direction::ToClient, 65536);
+    let mut input = &received[..];
+    let mut welcomed = false;
+    while let Some(frame) = decoder.next_frame(&mut input).expect("valid frames") {
+        welcomed |= frame.packet_id() == PacketKind::Welcome as u32;
+        if frame.packet_id() == PacketKind::Error as u32 {
+            assert!(welcomed || input.is_empty(), "nothing follows a fatal ERROR");
+        }
+    }
+    if welcomed {
+        let shutting_down = ErrorCode::ShuttingDown.code().to_le_bytes();
+        assert!(received.windows(4).any(|w| w == shutting_down), "a latecomer was served: {received:?}");
+    }
 }
 
 /// A slow consumer cut off while it still reads nothing really goes: its place is free again, on every

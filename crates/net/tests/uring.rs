@@ -16,15 +16,19 @@ use gamewire_world::Rate;
 use socket2::SockRef;
 use util::{Client, Frame, TestServer, WAIT, base_config};
 
-/// [`base_config`] on io_uring, or `None` (after printing why) where this machine cannot run it.
-fn uring_config() -> Option<ServerConfig> {
+/// [`base_config`] on io_uring, with ordinary sends and with every send zero-copy (whose buffers must
+/// outlive the kernel's notification); none (after printing why) where this machine cannot run it.
+fn uring_configs() -> Vec<ServerConfig> {
     let mut config = base_config();
     config.io = IoBackend::Uring;
     match Server::bind(config.clone()) {
-        Ok(_) => Some(config),
+        Ok(_) => {
+            let zerocopy = ServerConfig { send_zerocopy_threshold: 1, ..config.clone() };
+            vec![config, zerocopy]
+        }
         Err(ServerError::Io(error)) if error.kind() == io::ErrorKind::Unsupported => {
             eprintln!("SKIPPED: {error}");
-            None
+            Vec::new()
         }
         Err(error) => panic!("binding a server on io_uring failed: {error}"),
     }
@@ -136,10 +140,16 @@ fn flood_spot(client: usize) -> (f32, f32) {
 /// every frame that was sent; and, the frames producing little output, the pool is never exhausted.
 #[test]
 fn a_flood_that_empties_the_receive_ring_is_backpressure_not_loss() {
+    for config in uring_configs() {
+        eprintln!("--- zero-copy threshold {}", config.send_zerocopy_threshold);
+        a_flood_that_empties_the_receive_ring_is_backpressure_not_loss_on(config);
+    }
+}
+
+fn a_flood_that_empties_the_receive_ring_is_backpressure_not_loss_on(mut config: ServerConfig) {
     const FLOODERS: usize = 40;
     const FRAMES: usize = 2000;
     const PING_EVERY: usize = 20;
-    let Some(mut config) = uring_config() else { return };
     config.pool_bytes = 1 << 20; // 256 chunks: a receive ring of 64
     config.world.aoi_radius = 5.0;
     config.world.max_speed = 1000.0;
@@ -277,6 +287,13 @@ fn read_until_closed(client: &Client) -> usize {
 /// graceful shutdown the server stops with no operation left in flight and no connection left over.
 #[test]
 fn closes_in_the_middle_of_a_broadcast_cost_the_others_nothing() {
+    for config in uring_configs() {
+        eprintln!("--- zero-copy threshold {}", config.send_zerocopy_threshold);
+        closes_in_the_middle_of_a_broadcast_cost_the_others_nothing_on(config);
+    }
+}
+
+fn closes_in_the_middle_of_a_broadcast_cost_the_others_nothing_on(mut config: ServerConfig) {
     const LEAVERS: usize = 24;
     const STAYERS: usize = 25;
     const MOVES: usize = 10_000;
@@ -284,7 +301,6 @@ fn closes_in_the_middle_of_a_broadcast_cost_the_others_nothing() {
     /// does not read take in, so that some stay queued, and a send in flight, until they go.
     const BEFORE: usize = 8000;
     const BATCH: usize = 500;
-    let Some(mut config) = uring_config() else { return };
     config.world.max_speed = 1000.0;
     config.world.limits.moves = Rate::new(1e6, 1e6);
     // How long the server tries to deliver a cut-off client's last frames.
@@ -422,7 +438,13 @@ fn closes_in_the_middle_of_a_broadcast_cost_the_others_nothing() {
 /// newcomer joins afterwards and sees only that player.
 #[test]
 fn a_reset_in_the_middle_of_a_frame_is_only_a_leave_for_the_others() {
-    let Some(config) = uring_config() else { return };
+    for config in uring_configs() {
+        eprintln!("--- zero-copy threshold {}", config.send_zerocopy_threshold);
+        a_reset_in_the_middle_of_a_frame_is_only_a_leave_for_the_others_on(config);
+    }
+}
+
+fn a_reset_in_the_middle_of_a_frame_is_only_a_leave_for_the_others_on(config: ServerConfig) {
     let (server, warnings) = start(config);
     let mut witness = server.join("witness");
     let move_frame = encode_frame_to_vec(0, &Packet::Move(&Move::new(500.5, 0.0, 500.0, 1.0, 7)));
@@ -515,9 +537,15 @@ enum Churn {
 /// others and no one that left, a MOVE is relayed to all of them, and every PING is answered.
 #[test]
 fn hundreds_of_short_lived_connections_leave_every_place_free() {
+    for config in uring_configs() {
+        eprintln!("--- zero-copy threshold {}", config.send_zerocopy_threshold);
+        hundreds_of_short_lived_connections_leave_every_place_free_on(config);
+    }
+}
+
+fn hundreds_of_short_lived_connections_leave_every_place_free_on(mut config: ServerConfig) {
     const CHURN: usize = 300;
     const LIMIT: usize = 64;
-    let Some(mut config) = uring_config() else { return };
     config.max_connections = LIMIT;
     config.close_linger = Duration::from_millis(20);
     let (server, warnings) = start(config);

@@ -333,6 +333,8 @@ pub(crate) struct UringLoop {
     in_flight: usize,
     accept_armed: bool,
     accept_paused: bool,
+    /// Shutting down: the accept is cancelled and never re-armed.
+    stopped_accepting: bool,
     /// Connections whose multishot receive ended (no buffer, or the kernel stopped it) and must be
     /// re-armed.
     rearm: Vec<usize>,
@@ -381,6 +383,7 @@ impl UringLoop {
             in_flight: 0,
             accept_armed: false,
             accept_paused: false,
+            stopped_accepting: false,
             rearm: Vec::new(),
             completions: Vec::with_capacity(SUBMISSION_ENTRIES as usize * 4),
             scratch: Vec::new(),
@@ -391,10 +394,14 @@ impl UringLoop {
         Ok(event_loop)
     }
 
-    /// The pool is considered low below this many free chunks: consumed receive buffers are held back
-    /// until it recovers, so the frames produced by what was read always find room.
+    /// The pool is considered low below this many free chunks (the mio backend's margin): consumed
+    /// receive buffers are held back until it recovers. The kernel may already have filled every ring
+    /// buffer when this trips; what they produce beyond the margin goes to the heap (bounded by one
+    /// ring's worth, counted in `RunStats::heap_fallbacks`). A larger margin was tried: it keeps too
+    /// much of the pool from clients that do not read, and the pressure cut then stalls everyone.
     fn pool_is_low(&self) -> bool {
-        self.worker.pool.free_chunks() < (self.worker.pool.chunk_count() / 16).max(4)
+        let reserve = (self.worker.pool.chunk_count() / 16).max(4);
+        self.worker.pool.free_chunks() < reserve
     }
 
     /// Queues `entry`, submitting first if the submission queue is full.
@@ -488,7 +495,7 @@ impl UringLoop {
                     self.refused.pop_front();
                 }
                 next_sweep = now + SWEEP_INTERVAL;
-                if self.accept_paused && drain_deadline.is_none() {
+                if self.accept_paused && !self.stopped_accepting {
                     self.accept_paused = false;
                     self.arm_accept();
                 }
@@ -510,8 +517,10 @@ impl UringLoop {
             }
             self.worker.settle(now);
             let delay = if drain_deadline.is_some() { Duration::ZERO } else { flush_interval };
-            self.flush_due(now, delay);
+            // Closed connections first: nothing new is sent to a socket whose operations are being
+            // cancelled.
             self.close_finished();
+            self.flush_due(now, delay);
             if let Some(deadline) = drain_deadline {
                 if self.worker.conns.is_empty() {
                     break;
@@ -615,19 +624,22 @@ impl UringLoop {
             let socket = unsafe { OwnedFd::from_raw_fd(result) };
             self.admit(socket, now);
         }
-        if !self.accept_armed && !self.accept_paused && self.listener.is_some() {
+        if self.stopped_accepting {
+            if !self.accept_armed {
+                // The cancelled accept is over: closing the listener now refuses what waits in its
+                // backlog.
+                self.listener = None;
+            }
+        } else if !self.accept_armed && !self.accept_paused {
             self.arm_accept();
-        }
-        if self.listener.is_some() && self.shutdown.requests() > 0 && !self.accept_armed {
-            // The cancelled accept is over: closing the listener now refuses what waits in its backlog.
-            self.listener = None;
         }
     }
 
     fn admit(&mut self, socket: OwnedFd, now: Instant) {
         let sock = SockRef::from(&socket);
         let Some(peer) = sock.peer_addr().ok().and_then(|addr| addr.as_socket()) else {
-            return; // Reset before we got to it.
+            self.worker.stats.accepted += 1; // Reset before we got to it: counted, as mio does.
+            return;
         };
         if let Err(error) = sock.set_tcp_nodelay(true) {
             tracing::debug!(%error, %peer, "set_nodelay failed");
@@ -779,6 +791,11 @@ impl UringLoop {
             let ops = &mut self.ops[token];
             ops.closing = true;
             if ops.receiving || ops.sending || ops.zerocopy_unnotified > 0 {
+                // Shutting the socket down ends its receive (end of stream) and a send blocked on a
+                // peer that does not read (EPIPE), even one the cancel below cannot reach.
+                if let Some(socket) = &ops.socket {
+                    let _ = SockRef::from(socket).shutdown(Shutdown::Both);
+                }
                 let fd = self.worker.conns[token].socket;
                 let entry = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all())
                     .build()
@@ -818,6 +835,7 @@ impl UringLoop {
     }
 
     fn stop_accepting(&mut self) {
+        self.stopped_accepting = true;
         if self.accept_armed {
             let entry = opcode::AsyncCancel2::new(CancelBuilder::user_data(user_data(Op::Accept, 0)))
                 .build()
