@@ -13,6 +13,8 @@ mod outbound;
 mod send_queue;
 mod server;
 mod sys;
+/// NUMA nodes and CPU pinning, for running one worker per core on memory local to it.
+pub mod topology;
 mod worker;
 
 pub use config::{ConfigError, IoBackend, MIN_MAX_PAYLOAD, ServerConfig};

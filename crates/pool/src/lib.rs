@@ -68,8 +68,10 @@ mod bytes;
 mod chunk;
 mod free_list;
 mod pool;
+mod ring;
 mod sync;
 
 pub use crate::bytes::PoolBytes;
 pub use crate::chunk::ChunkMut;
 pub use crate::pool::{CHUNK_ALIGN, MAX_CHUNKS, Pool, PoolConfig, PoolError, PoolStats};
+pub use crate::ring::{Consumer, Producer, spsc};
