@@ -54,6 +54,18 @@ pub(crate) struct ServeArgs {
     /// Event loop: io_uring where the kernel offers it (Linux 6.0+), else mio (auto); or either one.
     #[arg(long, value_enum, default_value_t = Io::Auto)]
     io: Io,
+    /// Event loops, each pinned to a CPU with its own listener (SO_REUSEPORT), connections and pool;
+    /// with more than one, the world runs on a thread of its own [default: the CPUs this process may
+    /// use].
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Do not pin the workers to CPUs.
+    #[arg(long)]
+    no_pin: bool,
+    /// Print the NUMA nodes found (from /sys/devices/system/node) and where each worker and its pool
+    /// will sit, then serve.
+    #[arg(long)]
+    numa: bool,
     /// With --io uring: flushes of at least this many queued bytes use zero-copy sends (0: never).
     #[arg(long, default_value_t = 0, value_name = "BYTES")]
     send_zerocopy_threshold: usize,
@@ -105,12 +117,48 @@ impl ServeArgs {
             echo: self.echo,
             io: self.io.into(),
             send_zerocopy_threshold: self.send_zerocopy_threshold,
+            workers: self.workers.unwrap_or_else(default_workers),
+            pin_workers: !self.no_pin,
+        }
+    }
+}
+
+/// One worker per CPU this process may run on.
+fn default_workers() -> usize {
+    gamewire_net::topology::current_cpus()
+        .map(|cpus| cpus.len())
+        .or_else(|_| std::thread::available_parallelism().map(usize::from))
+        .unwrap_or(1)
+        .clamp(1, gamewire_net::MAX_WORKERS)
+}
+
+/// Prints the NUMA nodes and where each of `workers` pinned workers (and the pool it touches first)
+/// will sit.
+fn print_numa(workers: usize, pinned: bool) {
+    let nodes = gamewire_net::topology::nodes();
+    println!("NUMA nodes (from /sys/devices/system/node):");
+    for node in &nodes {
+        println!("  node {}: CPUs {:?}", node.id, node.cpus);
+    }
+    let cpus = gamewire_net::topology::current_cpus().unwrap_or_default();
+    for worker in 0..workers {
+        if pinned && !cpus.is_empty() {
+            let cpu = cpus[worker % cpus.len()];
+            let node = gamewire_net::topology::node_of_cpu(&nodes, cpu);
+            let node = node.map_or_else(|| "?".to_string(), |n| n.to_string());
+            println!("  worker {worker}: CPU {cpu}, node {node}; its pool is first touched there (local pages)");
+        } else {
+            println!("  worker {worker}: unpinned; its pool's pages land where the scheduler runs it first");
         }
     }
 }
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let numa = args.numa;
     let config = args.into_config();
+    if numa {
+        print_numa(config.workers, config.pin_workers);
+    }
     let world = &config.world;
     let limits = &world.limits;
     let server = Server::bind(config.clone()).context("cannot start the server")?;
@@ -119,7 +167,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         _ => "mio",
     };
     let mode = if config.echo { "raw echo" } else { "protocol v1" };
-    tracing::info!(addr = %server.local_addr(), "gamewire listening ({mode}, backend {backend})");
+    let workers = server.workers();
+    tracing::info!(addr = %server.local_addr(), workers, "gamewire listening ({mode}, backend {backend})");
     tracing::info!(
         world = format_args!("{}x{}", world.world_w, world.world_h),
         aoi_radius = world.aoi_radius,

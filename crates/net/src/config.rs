@@ -45,6 +45,11 @@ pub struct ServerConfig {
     pub prefault_pool: bool,
     /// Which event loop moves the bytes.
     pub io: IoBackend,
+    /// Event loops (workers), each with its own listener (SO_REUSEPORT), connections and pool. With
+    /// more than one, the world runs on a thread of its own, linked to every worker by SPSC rings.
+    pub workers: usize,
+    /// Pin worker `i` to the `i`-th CPU the process may run on (in turn).
+    pub pin_workers: bool,
     /// io_uring only: a flush of at least this many queued bytes goes out as a zero-copy send
     /// (`SendMsgZc`: the kernel pins the pages instead of copying them, and reports when it let go).
     /// 0, the default, never does: the kernel documentation puts the gain above about 10 KB, and on
@@ -75,6 +80,8 @@ impl Default for ServerConfig {
             echo: false,
             io: IoBackend::Auto,
             send_zerocopy_threshold: 0,
+            workers: 1,
+            pin_workers: false,
         }
     }
 }
@@ -116,6 +123,9 @@ pub enum ConfigError {
     Limits(&'static str),
 }
 
+/// Most workers a server runs.
+pub const MAX_WORKERS: usize = 256;
+
 /// Smallest `max_payload`: every valid client packet (a 256-byte CHAT at most) fits.
 pub const MIN_MAX_PAYLOAD: u32 = 256;
 
@@ -137,6 +147,9 @@ impl ServerConfig {
         }
         if self.pool_bytes / self.chunk_size < 64 {
             return Err(pool_error("the pool must hold at least 64 chunks"));
+        }
+        if !(1..=MAX_WORKERS).contains(&self.workers) {
+            return Err(ConfigError::Limits("workers must be in 1..=256"));
         }
         if self.max_connections == 0 {
             return Err(ConfigError::Limits("max_connections must be at least 1"));

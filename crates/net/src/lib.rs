@@ -16,7 +16,8 @@ mod sys;
 /// NUMA nodes and CPU pinning, for running one worker per core on memory local to it.
 pub mod topology;
 mod worker;
+mod world_thread;
 
-pub use config::{ConfigError, IoBackend, MIN_MAX_PAYLOAD, ServerConfig};
+pub use config::{ConfigError, IoBackend, MAX_WORKERS, MIN_MAX_PAYLOAD, ServerConfig};
 pub use server::{Server, ServerError, ShutdownHandle};
 pub use worker::RunStats;

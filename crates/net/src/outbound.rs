@@ -161,7 +161,9 @@ impl Outbound {
         }
     }
 
-    fn deliver(&mut self, token: usize, frame: &PoolBytes, is_error: bool) {
+    /// Queues `frame` for `token`, unless the queue is sealed or the hard limit refuses it (then the
+    /// connection is listed in `over_hard`). `is_error`: a fatal ERROR, which always gets in.
+    pub(crate) fn deliver(&mut self, token: usize, frame: &PoolBytes, is_error: bool) {
         let queue = &mut self.queues[token];
         if queue.is_sealed() {
             return;

@@ -12,7 +12,8 @@ use mio::{Poll, Waker};
 
 use crate::sys::mio::{EventLoop, WAKER_TOKEN};
 use crate::sys::mio_echo::EchoLoop;
-use crate::worker::{RunStats, Worker};
+use crate::worker::{RunStats, Worker, WorldLink};
+use crate::world_thread;
 use crate::{ConfigError, IoBackend, ServerConfig};
 
 /// Why a server could not start or stopped with an error.
@@ -37,14 +38,16 @@ pub enum ServerError {
     Io(#[from] io::Error),
 }
 
-/// Shutdown requests shared between a [`ShutdownHandle`] and the loop.
+/// Shutdown requests shared between a [`ShutdownHandle`] and the loops, and how to wake each loop.
 #[derive(Debug)]
 pub(crate) struct ShutdownState {
     requests: AtomicUsize,
-    waker: LoopWaker,
+    /// `wakers[i]` interrupts worker `i`'s wait (for a shutdown request, or the world thread's
+    /// deliveries).
+    wakers: Vec<LoopWaker>,
 }
 
-/// How another thread interrupts the loop's wait.
+/// How another thread interrupts a loop's wait.
 #[derive(Debug)]
 enum LoopWaker {
     Mio(Waker),
@@ -56,6 +59,18 @@ enum LoopWaker {
 impl ShutdownState {
     pub(crate) fn requests(&self) -> usize {
         self.requests.load(Ordering::Acquire)
+    }
+
+    /// Wakes worker `worker`'s loop.
+    pub(crate) fn wake_worker(&self, worker: usize) {
+        let woken = match &self.wakers[worker] {
+            LoopWaker::Mio(waker) => waker.wake(),
+            #[cfg(target_os = "linux")]
+            LoopWaker::EventFd(fd) => crate::sys::uring::wake(fd),
+        };
+        if let Err(error) = woken {
+            tracing::error!(%error, worker, "cannot wake the event loop");
+        }
     }
 }
 
@@ -69,18 +84,15 @@ impl ShutdownHandle {
     /// or the drain deadline passes. A second call makes it return at once.
     pub fn shutdown(&self) {
         self.0.requests.fetch_add(1, Ordering::AcqRel);
-        let woken = match &self.0.waker {
-            LoopWaker::Mio(waker) => waker.wake(),
-            #[cfg(target_os = "linux")]
-            LoopWaker::EventFd(fd) => crate::sys::uring::wake(fd),
-        };
-        if let Err(error) = woken {
-            tracing::error!(%error, "cannot wake the event loop");
+        for worker in 0..self.0.wakers.len() {
+            self.0.wake_worker(worker);
         }
     }
 }
 
-/// A gamewire server: one event loop owning a listener, its connections, a buffer pool and the world.
+/// A gamewire server: one event loop per worker, each owning a listener (SO_REUSEPORT when there are
+/// several), its connections and a buffer pool; the world inside the one worker, or on a thread of its
+/// own linked to every worker by SPSC rings.
 ///
 /// # Examples
 ///
@@ -100,65 +112,100 @@ impl ShutdownHandle {
 /// ```
 #[derive(Debug)]
 pub struct Server {
-    event_loop: Loop,
+    workers: Vec<WorkerParts>,
+    world_thread: Option<std::thread::JoinHandle<u64>>,
     local_addr: SocketAddr,
     shutdown: ShutdownHandle,
     backend: IoBackend,
+    pin: bool,
+    prefault: bool,
 }
 
 impl Server {
-    /// Validates `config`, maps the buffer pool (pre-faulting it if asked), builds the world and binds the listener.
+    /// Validates `config`, maps the buffer pools, builds the world, binds the listeners and (with
+    /// several workers) starts the world thread.
     ///
     /// # Errors
     ///
-    /// [`ServerError`] if the configuration is invalid, the pool cannot be mapped or the address cannot
+    /// [`ServerError`] if the configuration is invalid, a pool cannot be mapped or the address cannot
     /// be bound.
     pub fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         config.validate()?;
-        let pool =
-            Pool::new(PoolConfig { chunk_size: config.chunk_size, chunk_count: config.chunk_count() })?;
-        if config.prefault_pool {
-            // Fault every page in now, on this thread, rather than during the first busy seconds.
-            pool.prefault();
-        }
+        let count = config.workers;
+        let new_pool =
+            || Pool::new(PoolConfig { chunk_size: config.chunk_size, chunk_count: config.chunk_count() });
+        let pools = (0..count).map(|_| new_pool()).collect::<Result<Vec<_>, _>>()?;
         let world = World::new(config.world.clone()).map_err(ConfigError::from)?;
-        let listener =
-            bind_listener(config.addr).map_err(|source| ServerError::Bind { addr: config.addr, source })?;
-        let local_addr =
-            listener.local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an IP socket"))?;
         let backend = choose_backend(&config)?;
-        let new_shutdown =
-            |waker| ShutdownHandle(Arc::new(ShutdownState { requests: AtomicUsize::new(0), waker }));
-        let (event_loop, shutdown) = match backend {
-            #[cfg(target_os = "linux")]
-            IoBackend::Uring => {
-                // Blocking descriptors: io_uring waits inside the kernel, never in this thread.
-                listener.set_nonblocking(false)?;
-                let wake_fd = crate::sys::uring::new_wake_fd()?;
-                let shutdown = new_shutdown(LoopWaker::EventFd(wake_fd));
-                let listener = listener.into();
-                let parts = if config.echo {
-                    UringParts::Echo { listener, pool }
-                } else {
-                    let worker = Box::new(Worker::new(config, world, pool, Instant::now()));
-                    UringParts::Game { listener, worker }
-                };
-                (Loop::Uring(parts), shutdown)
+        let listeners = bind_listeners(config.addr, count)
+            .map_err(|source| ServerError::Bind { addr: config.addr, source })?;
+        let local_addr =
+            listeners[0].local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an IP socket"))?;
+        // Each worker's way to be woken, before anything that may need to wake it.
+        let mut wakers = Vec::with_capacity(count);
+        let mut polls = Vec::with_capacity(count);
+        for _ in 0..count {
+            match backend {
+                #[cfg(target_os = "linux")]
+                IoBackend::Uring => wakers.push(LoopWaker::EventFd(crate::sys::uring::new_wake_fd()?)),
+                _ => {
+                    let poll = Poll::new()?;
+                    wakers.push(LoopWaker::Mio(Waker::new(poll.registry(), WAKER_TOKEN)?));
+                    polls.push(poll);
+                }
             }
-            _ => {
-                let listener = mio::net::TcpListener::from_std(listener.into());
-                let poll = Poll::new()?;
-                let shutdown = new_shutdown(LoopWaker::Mio(Waker::new(poll.registry(), WAKER_TOKEN)?));
-                let event_loop = if config.echo {
-                    Loop::Echo(EchoLoop::new(poll, listener, pool, shutdown.0.clone())?)
-                } else {
-                    let worker = Worker::new(config, world, pool, Instant::now());
-                    Loop::Game(Box::new(EventLoop::new(poll, listener, worker, shutdown.0.clone())?))
-                };
-                (event_loop, shutdown)
-            }
+        }
+        let shutdown = ShutdownHandle(Arc::new(ShutdownState { requests: AtomicUsize::new(0), wakers }));
+        let now = Instant::now();
+        // The world: inside the one worker, or on its own thread with its own pool for the frames it
+        // encodes. None in echo mode.
+        let (links, world_thread): (Vec<(WorldLink, Pool)>, _) = if config.echo {
+            (Vec::new(), None)
+        } else if count == 1 {
+            (vec![(WorldLink::Inline(world), pools[0].clone())], None)
+        } else {
+            let world_pool = new_pool()?;
+            let (remotes, handle) =
+                world_thread::start(world, world_pool.clone(), &pools, shutdown.0.clone())?;
+            let links = remotes.into_iter().map(|remote| (WorldLink::Remote(remote), world_pool.clone()));
+            (links.collect(), Some(handle))
         };
-        Ok(Server { event_loop, local_addr, shutdown, backend })
+        let mut links = links.into_iter();
+        let mut polls = polls.into_iter();
+        let open = Arc::new(AtomicUsize::new(0));
+        let mut workers = Vec::with_capacity(count);
+        for (listener, pool) in listeners.into_iter().zip(pools) {
+            let link = links.next();
+            let parts = match backend {
+                #[cfg(target_os = "linux")]
+                IoBackend::Uring => {
+                    // Blocking descriptors: io_uring waits inside the kernel, never in this thread.
+                    listener.set_nonblocking(false)?;
+                    let worker = link.map(|(link, frame_pool)| {
+                        Box::new(Worker::new(config.clone(), link, pool.clone(), frame_pool, Arc::clone(&open), now))
+                    });
+                    WorkerParts::Uring { listener: listener.into(), pool, worker }
+                }
+                _ => {
+                    let listener = mio::net::TcpListener::from_std(listener.into());
+                    let poll = polls.next().expect("one poll per worker");
+                    let worker = link.map(|(link, frame_pool)| {
+                        Box::new(Worker::new(config.clone(), link, pool.clone(), frame_pool, Arc::clone(&open), now))
+                    });
+                    WorkerParts::Mio { poll, listener, pool, worker }
+                }
+            };
+            workers.push(parts);
+        }
+        Ok(Server {
+            workers,
+            world_thread,
+            local_addr,
+            shutdown,
+            backend,
+            pin: config.pin_workers,
+            prefault: config.prefault_pool,
+        })
     }
 
     /// The address the listener is bound to (useful with port 0).
@@ -176,52 +223,119 @@ impl Server {
         self.shutdown.clone()
     }
 
-    /// Serves until shut down through a [`ShutdownHandle`].
+    /// The number of workers (event loops).
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Serves until shut down through a [`ShutdownHandle`]. One worker runs on the calling thread;
+    /// several run on threads of their own (pinned to the process's CPUs in turn with
+    /// `ServerConfig::pin_workers`), and the counters of all are summed.
     ///
     /// # Errors
     ///
-    /// An I/O error of the event loop itself (not of a connection: those only close the connection).
+    /// An I/O error of an event loop itself (not of a connection: those only close the connection).
     pub fn run(self) -> Result<RunStats, ServerError> {
-        Ok(match self.event_loop {
-            Loop::Game(event_loop) => event_loop.run()?,
-            Loop::Echo(event_loop) => event_loop.run()?,
-            #[cfg(target_os = "linux")]
-            Loop::Uring(parts) => {
-                let wake_fd = match &self.shutdown.0.waker {
-                    LoopWaker::EventFd(fd) => std::os::fd::AsRawFd::as_raw_fd(fd),
-                    LoopWaker::Mio(_) => unreachable!("the io_uring loop is built with an eventfd waker"),
-                };
-                let shutdown = self.shutdown.0.clone();
-                // The ring is made here, on the thread that runs it: a single-issuer ring belongs to it.
-                match parts {
-                    UringParts::Game { listener, worker } => {
-                        crate::sys::uring::UringLoop::new(listener, *worker, shutdown, wake_fd)?.run()?
-                    }
-                    UringParts::Echo { listener, pool } => {
-                        crate::sys::uring_echo::UringEchoLoop::new(listener, &pool, shutdown, wake_fd)?
-                            .run()?
-                    }
+        let Server { mut workers, world_thread, shutdown, pin, prefault, .. } = self;
+        let cpus = if pin { crate::topology::current_cpus().unwrap_or_default() } else { Vec::new() };
+        let settings = Arc::new(WorkerSettings { cpus, prefault, shutdown: shutdown.0 });
+        let mut stats = if workers.len() == 1 {
+            run_worker(0, workers.pop().expect("one worker"), &settings)?
+        } else {
+            let threads = workers
+                .into_iter()
+                .enumerate()
+                .map(|(index, parts)| {
+                    let settings = Arc::clone(&settings);
+                    std::thread::Builder::new()
+                        .name(format!("gamewire-worker-{index}"))
+                        .spawn(move || run_worker(index, parts, &settings))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut total = RunStats::default();
+            let mut first_error = None;
+            for thread in threads {
+                match thread.join().map_err(|_| io::Error::other("a worker thread panicked"))? {
+                    Ok(stats) => total.add(&stats),
+                    Err(error) => first_error = first_error.or(Some(error)),
                 }
             }
-        })
+            if let Some(error) = first_error {
+                return Err(error);
+            }
+            total
+        };
+        drop(settings);
+        if let Some(world_thread) = world_thread {
+            stats.heap_fallbacks +=
+                world_thread.join().map_err(|_| io::Error::other("the world thread panicked"))?;
+        }
+        Ok(stats)
     }
 }
 
-/// What the server runs: the game (on mio or io_uring), or the raw echo of `ServerConfig::echo`.
+/// What every worker thread needs to start.
 #[derive(Debug)]
-enum Loop {
-    Game(Box<EventLoop>),
-    Echo(EchoLoop),
-    /// The io_uring loop's parts; its ring is made by the thread that runs it.
-    #[cfg(target_os = "linux")]
-    Uring(UringParts),
+struct WorkerSettings {
+    /// CPUs to pin workers to, in turn (none: no pinning).
+    cpus: Vec<usize>,
+    prefault: bool,
+    shutdown: Arc<ShutdownState>,
 }
 
-#[cfg(target_os = "linux")]
+/// Pins the calling thread (if asked), touches its pool, builds worker `index`'s loop and runs it.
+fn run_worker(index: usize, parts: WorkerParts, settings: &WorkerSettings) -> Result<RunStats, ServerError> {
+    if !settings.cpus.is_empty() {
+        let cpu = settings.cpus[index % settings.cpus.len()];
+        match crate::topology::pin_current_thread(cpu) {
+            Ok(()) => {
+                let node = crate::topology::node_of_cpu(&crate::topology::nodes(), cpu);
+                tracing::info!(worker = index, cpu, numa_node = ?node, "worker pinned");
+            }
+            Err(error) => tracing::warn!(%error, worker = index, cpu, "cannot pin the worker"),
+        }
+    }
+    let pool = match &parts {
+        WorkerParts::Mio { pool, .. } => pool,
+        #[cfg(target_os = "linux")]
+        WorkerParts::Uring { pool, .. } => pool,
+    };
+    if settings.prefault {
+        // First touch from the (pinned) worker itself: the pages land on its NUMA node.
+        pool.prefault();
+    }
+    let shutdown = Arc::clone(&settings.shutdown);
+    Ok(match parts {
+        WorkerParts::Mio { poll, listener, pool, worker } => match worker {
+            Some(worker) => EventLoop::new(poll, listener, *worker, shutdown)?.run()?,
+            None => EchoLoop::new(poll, listener, pool, shutdown)?.run()?,
+        },
+        #[cfg(target_os = "linux")]
+        WorkerParts::Uring { listener, pool, worker } => {
+            let wake_fd = match &shutdown.wakers[index] {
+                LoopWaker::EventFd(fd) => std::os::fd::AsRawFd::as_raw_fd(fd),
+                LoopWaker::Mio(_) => unreachable!("an io_uring worker is built with an eventfd waker"),
+            };
+            // The ring is made here, on the thread that runs it: a single-issuer ring belongs to it.
+            match worker {
+                Some(worker) => crate::sys::uring::UringLoop::new(listener, *worker, shutdown, wake_fd)?.run()?,
+                None => crate::sys::uring_echo::UringEchoLoop::new(listener, &pool, shutdown, wake_fd)?.run()?,
+            }
+        }
+    })
+}
+
+/// One worker's parts before its loop runs (no worker in echo mode).
 #[derive(Debug)]
-enum UringParts {
-    Game { listener: std::net::TcpListener, worker: Box<Worker<std::os::fd::RawFd>> },
-    Echo { listener: std::net::TcpListener, pool: Pool },
+enum WorkerParts {
+    Mio {
+        poll: Poll,
+        listener: mio::net::TcpListener,
+        pool: Pool,
+        worker: Option<Box<Worker<mio::net::TcpStream>>>,
+    },
+    #[cfg(target_os = "linux")]
+    Uring { listener: std::net::TcpListener, pool: Pool, worker: Option<Box<Worker<std::os::fd::RawFd>>> },
 }
 
 /// Resolves `config.io` to the backend that will run, logging the choice of `Auto` and why.
@@ -252,10 +366,33 @@ fn choose_backend(config: &ServerConfig) -> Result<IoBackend, ServerError> {
     }
 }
 
-fn bind_listener(addr: SocketAddr) -> io::Result<socket2::Socket> {
+/// Binds `count` listeners on `addr`: several share it with SO_REUSEPORT (the kernel spreads incoming
+/// connections over them by a hash of the addresses), all on the port the first one got.
+fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<socket2::Socket>> {
+    let mut listeners = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count {
+        let listener = bind_listener(addr, count > 1)?;
+        if let Some(bound) = listener.local_addr()?.as_socket() {
+            addr = bound;
+        }
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    #[cfg(not(unix))]
+    if reuse_port {
+        return Err(io::Error::new(io::ErrorKind::Unsupported, "several workers need SO_REUSEPORT (Unix)"));
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     // The kernel caps this at net.core.somaxconn; ask for plenty so bursts of connects are not refused.

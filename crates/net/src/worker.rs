@@ -2,16 +2,29 @@
 //! world, the send queues, and the rules for closing.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use gamewire_pool::Pool;
-use gamewire_proto::{Direction, ErrorCode, FrameDecoder, Packet, encode_frame_to_vec};
+use gamewire_proto::{Direction, ErrorCode, FrameDecoder, Packet, PacketKind, encode_frame_to_vec};
 use gamewire_world::{PlayerId, Session, Verdict, World, error_message};
 use slab::Slab;
 
 use crate::ServerConfig;
 use crate::outbound::Outbound;
 use crate::send_queue::SendQueue;
+use crate::world_thread::{Command, ConnId, Delivery, RemoteWorld};
+
+/// Where the world runs for a worker.
+#[derive(Debug)]
+pub(crate) enum WorldLink {
+    /// In the worker itself (one worker): a frame is handled during the read that completed it.
+    Inline(World),
+    /// On the world thread (several workers): frames go there as commands, frames come back as
+    /// deliveries.
+    Remote(RemoteWorld),
+}
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +57,21 @@ pub(crate) struct Conn<S> {
     player: Option<PlayerId>,
     /// Since when the decoder holds an unfinished frame.
     partial_since: Option<Instant>,
+    /// Which of its token's successive connections this is (see [`ConnId`]).
+    generation: u32,
+    /// With a remote world: the session's end was asked for (a fatal ERROR or a close), and the
+    /// world's answer is awaited; nothing more is read from the connection.
+    end_requested: bool,
+    /// With a remote world: the world was told the connection is gone.
+    closed_sent: bool,
+    /// With a remote world: the decoder knows the player's id (`Delivery::Bound`).
+    bound: bool,
+}
+
+impl<S> Conn<S> {
+    fn id(&self, token: usize) -> ConnId {
+        ConnId { token: token as u32, generation: self.generation }
+    }
 }
 
 /// Counters reported when the loop stops.
@@ -66,12 +94,31 @@ pub struct RunStats {
     pub pressure_cuts: u64,
 }
 
+impl RunStats {
+    /// Adds `other`'s counters to these (several workers).
+    pub fn add(&mut self, other: &RunStats) {
+        self.accepted += other.accepted;
+        self.frames_in += other.frames_in;
+        self.frames_out += other.frames_out;
+        self.writes += other.writes;
+        self.heap_fallbacks += other.heap_fallbacks;
+        self.read_pauses += other.read_pauses;
+        self.pressure_cuts += other.pressure_cuts;
+    }
+}
+
 /// The backend-independent state of one event loop.
 #[derive(Debug)]
 pub(crate) struct Worker<S> {
     pub(crate) conns: Slab<Conn<S>>,
     pub(crate) out: Outbound,
-    world: World,
+    world: WorldLink,
+    /// Where outgoing frames are encoded: this worker's pool, or the world thread's.
+    frame_pool: Pool,
+    /// `generations[token]`: connections accepted on that token so far.
+    generations: Vec<u32>,
+    /// Connections open on every worker of the server, for `max_connections`.
+    open_connections: Arc<AtomicUsize>,
     pub(crate) config: ServerConfig,
     pub(crate) pool: Pool,
     /// Tokens the backend must deregister and drop.
@@ -85,7 +132,15 @@ pub(crate) struct Worker<S> {
 }
 
 impl<S> Worker<S> {
-    pub(crate) fn new(config: ServerConfig, world: World, pool: Pool, now: Instant) -> Self {
+    /// A worker whose frames are encoded into `frame_pool` (its own `pool` with an inline world).
+    pub(crate) fn new(
+        config: ServerConfig,
+        world: WorldLink,
+        pool: Pool,
+        frame_pool: Pool,
+        open_connections: Arc<AtomicUsize>,
+        now: Instant,
+    ) -> Self {
         let server_full_frame = encode_frame_to_vec(
             0,
             &Packet::Error {
@@ -95,8 +150,11 @@ impl<S> Worker<S> {
         );
         Worker {
             conns: Slab::with_capacity(config.max_connections.min(1 << 16)),
-            out: Outbound::new(pool.clone(), config.send_soft_limit, config.send_hard_limit, now),
+            out: Outbound::new(frame_pool.clone(), config.send_soft_limit, config.send_hard_limit, now),
             world,
+            frame_pool,
+            generations: Vec::new(),
+            open_connections,
             config,
             pool,
             closed: Vec::new(),
@@ -112,24 +170,47 @@ impl<S> Worker<S> {
         &self.server_full_frame
     }
 
-    pub(crate) fn is_full(&self) -> bool {
-        self.conns.len() >= self.config.max_connections
+    /// Takes a place for a new connection, unless the server (every worker together) already holds
+    /// `max_connections`. A place taken is given back by [`Self::remove`], so it must be followed by
+    /// [`Self::accept`].
+    pub(crate) fn take_place(&self) -> bool {
+        let before = self.open_connections.fetch_add(1, Ordering::Relaxed);
+        if before >= self.config.max_connections {
+            self.open_connections.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     /// Adds an accepted connection and returns its token.
     pub(crate) fn accept(&mut self, socket: S, peer: SocketAddr, now: Instant) -> usize {
         self.stats.accepted += 1;
-        let token = self.conns.insert(Conn {
+        let decoder = FrameDecoder::new(Direction::ToServer, self.config.max_payload);
+        let entry = self.conns.vacant_entry();
+        let token = entry.key();
+        if self.generations.len() <= token {
+            self.generations.resize(token + 1, 0);
+        }
+        self.generations[token] = self.generations[token].wrapping_add(1);
+        let generation = self.generations[token];
+        entry.insert(Conn {
             socket,
             peer,
             phase: Phase::Open,
             wants_writable: false,
-            decoder: FrameDecoder::new(Direction::ToServer, self.config.max_payload),
+            decoder,
             session: Session::new(now),
             player: None,
             partial_since: None,
+            generation,
+            end_requested: false,
+            closed_sent: false,
+            bound: false,
         });
         self.out.open(token);
+        if let WorldLink::Remote(remote) = &mut self.world {
+            remote.send(Command::Opened(ConnId { token: token as u32, generation }));
+        }
         token
     }
 
@@ -137,33 +218,63 @@ impl<S> Worker<S> {
     pub(crate) fn receive(&mut self, token: usize, bytes: &[u8], now: Instant) {
         let Worker { conns, out, world, stats, .. } = self;
         let conn = &mut conns[token];
-        if conn.phase != Phase::Open {
-            return; // Draining: the peer's bytes are read only to be dropped.
+        if conn.phase != Phase::Open || conn.end_requested {
+            return; // Draining, or ending: the peer's bytes are read only to be dropped.
         }
-        out.sender = token;
-        out.now = now;
         let mut input = bytes;
         let mut completed = 0;
-        let verdict = loop {
-            match conn.decoder.next_frame(&mut input) {
-                Ok(Some(frame)) => {
-                    stats.frames_in += 1;
-                    completed += 1;
-                    if world.handle(now, &mut conn.session, frame, out) == Verdict::Close {
-                        break Verdict::Close;
-                    }
-                    // Route frames addressed to the player by id from its WELCOME on: the next frame in
-                    // this same read (a MOVE right behind the HELLO) already needs it.
-                    if conn.player.is_none()
-                        && let Some(id) = conn.session.player()
-                    {
-                        conn.player = Some(id);
-                        conn.decoder.set_player_id(id.get());
-                        out.bind(id, token);
+        let mut failed = None;
+        let verdict = match world {
+            WorldLink::Inline(world) => {
+                out.sender = token;
+                out.now = now;
+                loop {
+                    match conn.decoder.next_frame(&mut input) {
+                        Ok(Some(frame)) => {
+                            stats.frames_in += 1;
+                            completed += 1;
+                            if world.handle(now, &mut conn.session, frame, out) == Verdict::Close {
+                                break Verdict::Close;
+                            }
+                            // Route frames addressed to the player by id from its WELCOME on: the next
+                            // frame in this same read (a MOVE right behind the HELLO) already needs it.
+                            if conn.player.is_none()
+                                && let Some(id) = conn.session.player()
+                            {
+                                conn.player = Some(id);
+                                conn.decoder.set_player_id(id.get());
+                                out.bind(id, token);
+                            }
+                        }
+                        Ok(None) => break Verdict::Continue,
+                        Err(error) => break world.fail(&mut conn.session, error.error_code(), out),
                     }
                 }
-                Ok(None) => break Verdict::Continue,
-                Err(error) => break world.fail(&mut conn.session, error.error_code(), out),
+            }
+            WorldLink::Remote(remote) => {
+                let id = conn.id(token);
+                loop {
+                    match conn.decoder.next_frame(&mut input) {
+                        Ok(Some(frame)) => {
+                            stats.frames_in += 1;
+                            completed += 1;
+                            let is_hello = frame.packet_id() == PacketKind::Hello as u32;
+                            let copy = remote.copy_frame(frame);
+                            remote.send(Command::Frame(id, copy));
+                            if is_hello && !conn.bound {
+                                // The world thread assigns the id; until `Delivery::Bound` brings it
+                                // here, header ids are left to `World::handle`, which checks them
+                                // against the id just assigned, as one worker does at header time.
+                                conn.decoder.skip_player_id_check();
+                            }
+                        }
+                        Ok(None) => break Verdict::Continue,
+                        Err(error) => {
+                            failed = Some(error.error_code());
+                            break Verdict::Continue;
+                        }
+                    }
+                }
             }
         };
         // The deadline runs from the first byte of the frame that is unfinished now: a frame that
@@ -176,19 +287,31 @@ impl<S> Worker<S> {
         if verdict == Verdict::Close {
             self.begin_drain(token, now);
         }
+        if let Some(code) = failed {
+            self.fail(token, code, now);
+        }
     }
 
     /// Ends the session of `token` with the fatal ERROR `code` (the world removes its player).
     pub(crate) fn fail(&mut self, token: usize, code: ErrorCode, now: Instant) {
         let Worker { conns, out, world, .. } = self;
         let conn = &mut conns[token];
-        if conn.phase != Phase::Open {
+        if conn.phase != Phase::Open || conn.end_requested {
             return;
         }
-        out.sender = token;
-        out.now = now;
-        let _ = world.fail(&mut conn.session, code, out);
-        self.begin_drain(token, now);
+        match world {
+            WorldLink::Inline(world) => {
+                out.sender = token;
+                out.now = now;
+                let _ = world.fail(&mut conn.session, code, out);
+                self.begin_drain(token, now);
+            }
+            WorldLink::Remote(remote) => {
+                // The world sends the ERROR and LEAVEs, then `Delivery::End` starts the drain.
+                conn.end_requested = true;
+                remote.send(Command::Fail(conn.id(token), code));
+            }
+        }
     }
 
     fn begin_drain(&mut self, token: usize, now: Instant) {
@@ -209,13 +332,96 @@ impl<S> Worker<S> {
         if let Some(id) = conn.player.take() {
             out.unbind(id);
         }
-        out.sender = token;
-        out.now = now;
-        world.close(&mut conn.session, out);
+        match world {
+            WorldLink::Inline(world) => {
+                out.sender = token;
+                out.now = now;
+                world.close(&mut conn.session, out);
+            }
+            WorldLink::Remote(remote) => {
+                if !conn.closed_sent {
+                    conn.closed_sent = true;
+                    remote.send(Command::Closed(conn.id(token)));
+                }
+            }
+        }
         out.queues[token].seal();
         if !self.closed.contains(&token) {
             self.closed.push(token);
         }
+    }
+
+    /// Applies what the world thread sent (a remote world): frames queued, sessions ended. Called by
+    /// the backend once per loop turn, after its events.
+    pub(crate) fn apply_deliveries(&mut self, now: Instant) {
+        self.out.now = now;
+        loop {
+            let delivery = match &mut self.world {
+                WorldLink::Remote(remote) => remote.next_delivery(),
+                WorldLink::Inline(_) => None,
+            };
+            let Some(delivery) = delivery else { return };
+            match delivery {
+                Delivery::Frame { conn, frame, fatal } => {
+                    let token = conn.token as usize;
+                    if self.conns.get(token).is_some_and(|c| c.generation == conn.generation) {
+                        self.out.deliver(token, &frame, fatal);
+                    }
+                }
+                Delivery::Bound(conn, player_id) => {
+                    let token = conn.token as usize;
+                    if let Some(c) = self.conns.get_mut(token)
+                        && c.generation == conn.generation
+                    {
+                        c.decoder.set_player_id(player_id);
+                        c.bound = true;
+                    }
+                }
+                Delivery::End(conn) => {
+                    let token = conn.token as usize;
+                    if self.conns.get(token).is_some_and(|c| c.generation == conn.generation && c.phase == Phase::Open)
+                    {
+                        self.begin_drain(token, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends a loop turn: sends the world what waited for room and wakes it (a remote world).
+    pub(crate) fn end_turn(&mut self) {
+        if let WorldLink::Remote(remote) = &mut self.world {
+            remote.end_turn();
+        }
+    }
+
+    /// Called before the backend blocks for events: whether it may (no delivery from the world waits).
+    pub(crate) fn may_wait(&self) -> bool {
+        match &self.world {
+            WorldLink::Remote(remote) => remote.may_wait(),
+            WorldLink::Inline(_) => true,
+        }
+    }
+
+    /// Called when the backend is awake again after [`Self::may_wait`].
+    pub(crate) fn woke(&self) {
+        if let WorldLink::Remote(remote) = &self.world {
+            remote.woke();
+        }
+    }
+
+    /// Whether reading must pause: commands wait for room on the way to the world thread, or the pool
+    /// the world encodes into runs low (a remote world; the backends check their own pool).
+    pub(crate) fn reads_blocked(&self) -> bool {
+        match &self.world {
+            WorldLink::Remote(remote) => remote.is_backlogged() || self.frame_pool_is_low(),
+            WorldLink::Inline(_) => false,
+        }
+    }
+
+    /// Whether the pool holding outgoing frames (the world thread's, with a remote world) runs low.
+    pub(crate) fn frame_pool_is_low(&self) -> bool {
+        self.frame_pool.free_chunks() < (self.frame_pool.chunk_count() / 16).max(4)
     }
 
     /// Cuts off every client whose queue went over the hard limit. Cutting one off sends LEAVE to its
@@ -256,11 +462,15 @@ impl<S> Worker<S> {
                     }
                     continue;
                 }
+                Phase::Open if conn.end_requested => continue,
                 Phase::Open => {
                     let partial_expired = conn
                         .partial_since
                         .is_some_and(|since| now.saturating_duration_since(since) >= partial_timeout);
-                    let session_expired = now >= conn.session.deadline(self.world.config());
+                    let session_expired = match &self.world {
+                        WorldLink::Inline(world) => now >= conn.session.deadline(world.config()),
+                        WorldLink::Remote(_) => false, // the world thread enforces these
+                    };
                     if !reads_paused && (session_expired || partial_expired) {
                         ErrorCode::Timeout
                     } else if self.out.queues[token]
@@ -298,7 +508,7 @@ impl<S> Worker<S> {
         let worst = self
             .conns
             .iter()
-            .filter(|(_, conn)| conn.phase == Phase::Open)
+            .filter(|(_, conn)| conn.phase == Phase::Open && !conn.end_requested)
             .map(|(token, _)| (self.out.queues[token].queued_bytes(), token))
             .max();
         if let Some((backlog, token)) = worst
@@ -327,6 +537,7 @@ impl<S> Worker<S> {
 
     /// Removes a closed connection and returns it for the backend to deregister.
     pub(crate) fn remove(&mut self, token: usize) -> Conn<S> {
+        self.open_connections.fetch_sub(1, Ordering::Relaxed);
         self.out.queues[token] = SendQueue::default();
         self.conns.remove(token)
     }

@@ -99,12 +99,20 @@ fn round(clients: &mut [Client], step: u32) {
 #[test]
 fn relaying_moves_in_steady_state_allocates_nothing_on_the_server() {
     for io in [IoBackend::Mio, IoBackend::Uring] {
-        eprintln!("--- backend {io:?}");
-        relay_and_count_allocations(io);
+        eprintln!("--- backend {io:?}, 1 worker");
+        relay_and_count_allocations(io, 1);
+    }
+    // With several workers, every thread of the server counts: the workers and the world thread.
+    // This thread (the clients) opts out; this test is alone in its binary, so nothing else runs.
+    alloc_counter::exclude_this_thread();
+    alloc_counter::count_all_threads();
+    for io in [IoBackend::Mio, IoBackend::Uring] {
+        eprintln!("--- backend {io:?}, 2 workers");
+        relay_and_count_allocations(io, 2);
     }
 }
 
-fn relay_and_count_allocations(io: IoBackend) {
+fn relay_and_count_allocations(io: IoBackend, workers: usize) {
     let limits = RateLimits { moves: Rate::new(10_000.0, 10_000.0), ..RateLimits::default() };
     let config = ServerConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
@@ -116,6 +124,7 @@ fn relay_and_count_allocations(io: IoBackend) {
             ..gamewire_world::Config::default()
         },
         io,
+        workers,
         ..ServerConfig::default()
     };
     let server = match Server::bind(config) {

@@ -2,21 +2,35 @@
 //!
 //! Install it with `#[global_allocator]` in a test binary, call [`count_this_thread`] on the thread
 //! under test (a server's event loop, say), and compare [`allocations`] before and after the steady
-//! state. Threads that did not opt in (the test's own clients) are not counted.
+//! state. Threads that did not opt in (the test's own clients) are not counted. For threads the code
+//! under test spawns itself (a server's workers), [`count_all_threads`] counts every thread but those
+//! that called [`exclude_this_thread`].
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Forwards to the system allocator and counts allocations of opted-in threads.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CountingAllocator;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static COUNT_ALL: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     // const-initialized and without Drop: reading it never allocates, even inside the allocator.
     static COUNTED: Cell<bool> = const { Cell::new(false) };
+    static EXCLUDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Counts every later allocation of every thread, but those that call [`exclude_this_thread`].
+pub fn count_all_threads() {
+    COUNT_ALL.store(true, Ordering::Relaxed);
+}
+
+/// Never counts the calling thread (a test's clients, under [`count_all_threads`]).
+pub fn exclude_this_thread() {
+    EXCLUDED.with(|excluded| excluded.set(true));
 }
 
 /// Counts every later allocation (and reallocation) made by the calling thread.
@@ -31,7 +45,12 @@ pub fn allocations() -> u64 {
 
 fn record() {
     // `try_with`: during thread teardown the slot may be gone, and teardown is not a hot path.
-    if COUNTED.try_with(Cell::get).unwrap_or(false) {
+    let counted = if COUNT_ALL.load(Ordering::Relaxed) {
+        !EXCLUDED.try_with(Cell::get).unwrap_or(true)
+    } else {
+        COUNTED.try_with(Cell::get).unwrap_or(false)
+    };
+    if counted {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
     }
 }

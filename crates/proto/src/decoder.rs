@@ -47,6 +47,11 @@ impl<'a> RawFrame<'a> {
         self.header
     }
 
+    /// The header's 12 bytes as they lie on the wire.
+    pub fn header_bytes(&self) -> &'a [u8] {
+        zerocopy::IntoBytes::as_bytes(self.header)
+    }
+
     /// The header's `packet_id`.
     pub fn packet_id(&self) -> u32 {
         self.header.packet_id.get()
@@ -98,6 +103,8 @@ pub struct FrameDecoder {
     /// For [`Direction::ToServer`]: the only non-zero `player_id` a header may carry (the session's
     /// id, once WELCOMEd; 0 before, so that only 0 is accepted).
     own_player_id: u32,
+    /// Whether the header's `player_id` is checked here (SPOOFED_ID at header time).
+    checks_player_id: bool,
 }
 
 /// A buffer that grew beyond this for one large frame is released rather than kept per connection.
@@ -113,6 +120,7 @@ impl FrameDecoder {
             partial_returned: false,
             failed: None,
             own_player_id: 0,
+            checks_player_id: true,
         }
     }
 
@@ -120,6 +128,14 @@ impl FrameDecoder {
     /// this id, anything else is [`DecodeError::SpoofedId`]. Only for [`Direction::ToServer`].
     pub fn set_player_id(&mut self, player_id: u32) {
         self.own_player_id = player_id;
+        self.checks_player_id = true;
+    }
+
+    /// Leaves the header's `player_id` unchecked until [`Self::set_player_id`]: for a caller that
+    /// learns the connection's id only later (a world on another thread) and meanwhile relies on a
+    /// check once the frame is complete (`World::handle` makes it).
+    pub fn skip_player_id_check(&mut self) {
+        self.checks_player_id = false;
     }
 
     /// The configured payload limit.
@@ -146,6 +162,7 @@ impl FrameDecoder {
         } else if !PacketKind::from_id(packet_id).is_some_and(|kind| self.direction.accepts(kind)) {
             Err(DecodeError::UnknownPacket { packet_id })
         } else if self.direction == Direction::ToServer
+            && self.checks_player_id
             && header.player_id.get() != 0
             && header.player_id.get() != self.own_player_id
         {
@@ -368,6 +385,28 @@ mod tests {
         assert_eq!(err.error_code(), ErrorCode::UnknownPacket);
         let mut decoder = FrameDecoder::new(Direction::ToClient, 1024);
         assert!(decoder.next_frame(&mut &encode_frame_to_vec(9, &Packet::Leave)[..]).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_skipped_id_check_lets_any_id_through_until_the_id_is_set() {
+        let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
+        decoder.skip_player_id_check();
+        let mut bytes = encode_frame_to_vec(42, &Packet::Ping { payload: b"x" });
+        let frame_len = bytes.len();
+        bytes.extend(encode_frame_to_vec(7, &Packet::Ping { payload: &[] }));
+        let mut input = &bytes[..];
+        let frame = decoder.next_frame(&mut input).unwrap().expect("unchecked id");
+        assert_eq!(frame.player_id(), 42);
+        assert_eq!(frame.header_bytes(), &bytes[..12], "the header as it came");
+        assert_eq!(frame.payload(), b"x");
+        assert_eq!(input.len(), bytes.len() - frame_len);
+        decoder.set_player_id(7); // checks again, against 7
+        assert!(decoder.next_frame(&mut input).unwrap().is_some());
+        let spoofed = encode_frame_to_vec(42, &Packet::Ping { payload: &[] });
+        assert_eq!(
+            decoder.next_frame(&mut &spoofed[..]).unwrap_err(),
+            DecodeError::SpoofedId { player_id: 42 }
+        );
     }
 
     #[test]

@@ -149,6 +149,9 @@ pub(crate) struct BenchArgs {
     /// `--flush-interval` of `gamewire serve`, seconds (0: flush every loop turn, its default).
     #[arg(long, default_value_t = 0.0)]
     flush_interval: f64,
+    /// `--workers` of `gamewire serve` (its workers run unpinned inside the server's CPU set).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
     /// `--send-zerocopy-threshold` of `gamewire serve` (io_uring zero-copy sends; 0: off).
     #[arg(long, default_value_t = 0)]
     send_zerocopy_threshold: usize,
@@ -175,6 +178,7 @@ struct Plan {
     pool_mib: usize,
     flush_interval: f64,
     send_zerocopy_threshold: usize,
+    workers: usize,
 }
 
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -224,6 +228,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         pool_mib: args.pool_mib,
         flush_interval: args.flush_interval,
         send_zerocopy_threshold: args.send_zerocopy_threshold,
+        workers: args.workers,
     };
 
     let mut measured: Vec<ServerResult> = Vec::new();
@@ -365,6 +370,7 @@ fn server_args(plan: &Plan, kind: ServerKind, bots: usize, addr: SocketAddr) -> 
         args.extend(["serve".to_string(), "--pool-mib".to_string(), plan.pool_mib.to_string()]);
         args.extend(["--flush-interval".to_string(), plan.flush_interval.to_string()]);
         args.extend(["--io".to_string(), io.to_string()]);
+        args.extend(["--workers".to_string(), plan.workers.to_string(), "--no-pin".to_string()]);
         if plan.send_zerocopy_threshold > 0 {
             let threshold = plan.send_zerocopy_threshold.to_string();
             args.extend(["--send-zerocopy-threshold".to_string(), threshold]);

@@ -96,12 +96,17 @@ impl EventLoop {
             if let Some(due) = self.worker.out.next_flush_due(flush_interval) {
                 wake_at = wake_at.min(due);
             }
-            let timeout = if self.pending_reads.is_empty() || self.pool_is_low() {
+            let mut timeout = if self.pending_reads.is_empty() || self.pool_is_low() {
                 wake_at.saturating_duration_since(now)
             } else {
                 Duration::ZERO
             };
-            if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
+            if !timeout.is_zero() && !self.worker.may_wait() {
+                timeout = Duration::ZERO; // The world thread sent something meanwhile.
+            }
+            let polled = self.poll.poll(&mut events, Some(timeout));
+            self.worker.woke();
+            if let Err(error) = polled {
                 if error.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -109,6 +114,7 @@ impl EventLoop {
             }
             let now = Instant::now();
             self.worker.out.now = now;
+            self.worker.apply_deliveries(now);
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(now),
@@ -141,7 +147,7 @@ impl EventLoop {
             if now >= next_sweep {
                 let pool_low = self.pool_is_low();
                 self.worker.sweep(now, pool_low && !self.pending_reads.is_empty());
-                if pool_low {
+                if pool_low || self.worker.frame_pool_is_low() {
                     self.worker.relieve_pool_pressure(now);
                 }
                 while self.refused.front().is_some_and(|(_, until)| *until <= now) {
@@ -177,6 +183,7 @@ impl EventLoop {
             let delay = if drain_deadline.is_some() { Duration::ZERO } else { flush_interval };
             self.flush_due(now, delay);
             self.drop_closed();
+            self.worker.end_turn();
             if let Some(deadline) = drain_deadline {
                 if self.worker.conns.is_empty() {
                     break;
@@ -190,8 +197,10 @@ impl EventLoop {
         Ok(self.worker.finish_stats())
     }
 
+    /// Whether reading must pause: the pool runs low, or (several workers) the way to the world is
+    /// backed up.
     fn pool_is_low(&self) -> bool {
-        self.worker.pool.free_chunks() < self.pool_reserve()
+        self.worker.pool.free_chunks() < self.pool_reserve() || self.worker.reads_blocked()
     }
 
     fn accept_all(&mut self, now: Instant) {
@@ -212,7 +221,7 @@ impl EventLoop {
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%error, %peer, "set_nodelay failed");
             }
-            if self.worker.is_full() {
+            if !self.worker.take_place() {
                 self.worker.stats.accepted += 1;
                 // A fresh socket's send buffer is empty: the short frame goes out whole or not at all.
                 let _ = stream.write(self.worker.server_full_frame());
@@ -243,9 +252,10 @@ impl EventLoop {
     /// `until_eof` turns this off when the peer has already closed, since no edge will follow its FIN.
     fn read(&mut self, token: usize, now: Instant, until_eof: bool) {
         let reserve = self.pool_reserve();
+        let blocked = self.worker.reads_blocked();
         for _ in 0..READS_PER_TURN {
             let Some(conn) = self.worker.conns.get_mut(token) else { return };
-            if conn.phase == Phase::Open && self.worker.pool.free_chunks() < reserve {
+            if conn.phase == Phase::Open && (blocked || self.worker.pool.free_chunks() < reserve) {
                 self.worker.stats.read_pauses += 1;
                 self.queue_pending_read(token);
                 return;

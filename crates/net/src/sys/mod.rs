@@ -16,7 +16,10 @@
 //!    `Worker::take_closed` names (a completion backend after their operations have completed);
 //! 6. call `Worker::sweep` at least every [`SWEEP_INTERVAL`];
 //! 7. on the shutdown signal stop accepting, call `Worker::shut_down_all` and keep serving until every
-//!    connection is gone or the drain deadline passes; on a second signal return at once.
+//!    connection is gone or the drain deadline passes; on a second signal return at once;
+//! 8. with the world on its own thread: ask `Worker::may_wait` before blocking (and `Worker::woke`
+//!    after), `Worker::apply_deliveries` after each batch of events, `Worker::end_turn` at the end of
+//!    every turn, and pause reading while `Worker::reads_blocked`.
 
 use std::time::Duration;
 

@@ -401,7 +401,7 @@ impl UringLoop {
     /// much of the pool from clients that do not read, and the pressure cut then stalls everyone.
     fn pool_is_low(&self) -> bool {
         let reserve = (self.worker.pool.chunk_count() / 16).max(4);
-        self.worker.pool.free_chunks() < reserve
+        self.worker.pool.free_chunks() < reserve || self.worker.reads_blocked()
     }
 
     /// Queues `entry`, submitting first if the submission queue is full.
@@ -461,10 +461,14 @@ impl UringLoop {
             } else {
                 wake_at.saturating_duration_since(now)
             };
-            self.submit_and_wait(wait)?;
+            let wait = if !wait.is_zero() && !self.worker.may_wait() { Duration::ZERO } else { wait };
+            let submitted = self.submit_and_wait(wait);
+            self.worker.woke();
+            submitted?;
             let now = Instant::now();
             self.worker.out.now = now;
             self.reap(now);
+            self.worker.apply_deliveries(now);
             if !self.buffers.withheld.is_empty() && !self.pool_is_low() {
                 while let Some(bid) = self.buffers.withheld.pop() {
                     self.buffers.provide(bid);
@@ -488,7 +492,7 @@ impl UringLoop {
                 let pool_low = self.pool_is_low();
                 let reads_paused = pool_low && (!self.rearm.is_empty() || !self.buffers.withheld.is_empty());
                 self.worker.sweep(now, reads_paused);
-                if pool_low {
+                if pool_low || self.worker.frame_pool_is_low() {
                     self.worker.relieve_pool_pressure(now);
                 }
                 while self.refused.front().is_some_and(|(_, until)| *until <= now) {
@@ -521,6 +525,7 @@ impl UringLoop {
             // cancelled.
             self.close_finished();
             self.flush_due(now, delay);
+            self.worker.end_turn();
             if let Some(deadline) = drain_deadline {
                 if self.worker.conns.is_empty() {
                     break;
@@ -644,7 +649,7 @@ impl UringLoop {
         if let Err(error) = sock.set_tcp_nodelay(true) {
             tracing::debug!(%error, %peer, "set_nodelay failed");
         }
-        if self.worker.is_full() {
+        if !self.worker.take_place() {
             self.refuse(socket, peer, now);
             return;
         }

@@ -1,0 +1,460 @@
+//! With more than one worker, the world runs on a thread of its own, linked to every worker by a pair
+//! of bounded SPSC rings: commands in (connections opened and closed, complete frames), deliveries out
+//! (encoded frames, shared by reference with every recipient on every worker).
+//!
+//! Ownership rule: the world thread owns every session and the routing from player ids to
+//! connections; a worker owns its sockets, decoders and send queues. Frames about one player reach each
+//! recipient in the order the world produced them: one world thread, FIFO rings, FIFO send queues.
+//!
+//! Backpressure, never a drop and never a stall: a delivery that does not fit its ring waits in that
+//! ring's overflow and the world takes no new command until every overflow is empty (what one command
+//! produces bounds the overflow); a command that does not fit waits in its worker's backlog, and the
+//! worker stops reading sockets until the backlog is gone.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use gamewire_pool::{ChunkMut, Consumer, Pool, PoolBytes, Producer, spsc};
+use gamewire_proto::{ErrorCode, Packet, RawFrame};
+use gamewire_world::{Outbox, PlayerId, Recipients, Session, Verdict, World};
+
+use crate::outbound::FrameWriter;
+use crate::server::ShutdownState;
+use crate::sys::SWEEP_INTERVAL;
+
+/// Slots in each ring. A MOVE seen by 200 players is 200 deliveries, so the world→worker rings are
+/// sized for several such fan-outs per wake-up.
+pub(crate) const RING_CAPACITY: usize = 1 << 14;
+/// Commands the world takes from one worker before looking at the others: fairness.
+const COMMANDS_PER_TURN: usize = 256;
+
+/// A connection across threads: its token on its worker, and which of that token's successive
+/// connections it is (tokens are reused; a delivery for an old connection must not reach a new one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ConnId {
+    pub(crate) token: u32,
+    pub(crate) generation: u32,
+}
+
+/// Worker → world.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// A connection was accepted.
+    Opened(ConnId),
+    /// One complete frame (header and payload, contiguous), copied into the worker's pool.
+    Frame(ConnId, PoolBytes),
+    /// The I/O layer ends the session with this fatal ERROR (a decoder error, a partial frame too
+    /// slow, a slow consumer, the server shutting down).
+    Fail(ConnId, ErrorCode),
+    /// The peer is gone: the player leaves; nothing more is sent to the connection.
+    Closed(ConnId),
+}
+
+/// World → worker.
+#[derive(Debug)]
+pub(crate) enum Delivery {
+    /// Queue `frame` for the connection; `fatal`: a fatal ERROR, the one frame that passes the hard
+    /// limit.
+    Frame { conn: ConnId, frame: PoolBytes, fatal: bool },
+    /// The connection's player has this id (sent before its WELCOME): from now on the worker's
+    /// decoder refuses other non-zero header ids at header time (SPOOFED_ID), as one worker does.
+    Bound(ConnId, u32),
+    /// The session is over: flush what is queued (ending with the fatal ERROR, if any), then close.
+    End(ConnId),
+}
+
+/// The worker's end of its link to the world thread.
+#[derive(Debug)]
+pub(crate) struct RemoteWorld {
+    commands: Producer<Command>,
+    deliveries: Consumer<Delivery>,
+    /// Commands the ring had no room for, oldest first.
+    backlog: VecDeque<Command>,
+    world_thread: Thread,
+    /// Commands were pushed this turn: the world thread is unparked once at the end of it.
+    pushed: bool,
+    /// Set by the worker while it waits for events, so that the world wakes it only then.
+    waiting: Arc<AtomicBool>,
+    /// Copies of complete frames, carved from the worker's pool.
+    copier: FrameCopier,
+}
+
+impl RemoteWorld {
+    /// Sends `command` to the world (into the backlog if the ring is full).
+    pub(crate) fn send(&mut self, command: Command) {
+        if !self.backlog.is_empty() {
+            self.backlog.push_back(command);
+            return;
+        }
+        if let Err(command) = self.commands.push(command) {
+            self.backlog.push_back(command);
+        }
+        self.pushed = true;
+    }
+
+    /// Copies a complete frame into the worker's pool, for the world thread to read.
+    pub(crate) fn copy_frame(&mut self, frame: RawFrame<'_>) -> PoolBytes {
+        self.copier.copy(frame.header_bytes(), frame.payload())
+    }
+
+    /// Whether commands wait for room: the worker must stop reading until they are gone.
+    pub(crate) fn is_backlogged(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    /// The next delivery from the world, if any.
+    pub(crate) fn next_delivery(&mut self) -> Option<Delivery> {
+        self.deliveries.pop()
+    }
+
+    /// Moves what it can of the backlog into the ring and wakes the world if anything was sent this
+    /// turn. Called once at the end of every loop turn.
+    pub(crate) fn end_turn(&mut self) {
+        while let Some(command) = self.backlog.pop_front() {
+            match self.commands.push(command) {
+                Ok(()) => self.pushed = true,
+                Err(command) => {
+                    self.backlog.push_front(command);
+                    break;
+                }
+            }
+        }
+        if std::mem::take(&mut self.pushed) {
+            self.world_thread.unpark();
+        }
+    }
+
+    /// Called before the loop blocks for events: returns whether it may (no delivery waits). From
+    /// then on the world wakes the loop for its next delivery.
+    pub(crate) fn may_wait(&self) -> bool {
+        self.waiting.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `WorldThread::wake_workers`: either the world sees `waiting` and
+        // wakes us, or we see its delivery here (a store then a load of another location needs it).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.deliveries.is_empty() {
+            true
+        } else {
+            self.waiting.store(false, Ordering::SeqCst);
+            false
+        }
+    }
+
+    /// Called once the loop is awake again.
+    pub(crate) fn woke(&self) {
+        self.waiting.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Copies small frames one after another into pool chunks (the heap when the pool is exhausted).
+#[derive(Debug)]
+struct FrameCopier {
+    pool: Pool,
+    current: Option<ChunkMut>,
+}
+
+impl FrameCopier {
+    fn copy(&mut self, header: &[u8], payload: &[u8]) -> PoolBytes {
+        let len = header.len() + payload.len();
+        if self.current.as_ref().is_none_or(|chunk| chunk.remaining() < len) {
+            self.current = if len <= self.pool.chunk_size() { self.pool.try_alloc() } else { None };
+        }
+        match &mut self.current {
+            Some(chunk) => {
+                let spare = chunk.spare_mut();
+                spare[..header.len()].copy_from_slice(header);
+                spare[header.len()..len].copy_from_slice(payload);
+                chunk.advance(len);
+                chunk.freeze()
+            }
+            None => PoolBytes::from_vec([header, payload].concat()),
+        }
+    }
+}
+
+/// The world thread's end of one worker's link.
+struct WorkerLink {
+    commands: Consumer<Command>,
+    deliveries: Producer<Delivery>,
+    /// Deliveries the ring had no room for, oldest first.
+    overflow: VecDeque<Delivery>,
+    waiting: Arc<AtomicBool>,
+    /// Deliveries were pushed since the worker was last woken.
+    delivered: bool,
+}
+
+impl WorkerLink {
+    fn push(&mut self, delivery: Delivery) {
+        self.delivered = true;
+        if !self.overflow.is_empty() {
+            self.overflow.push_back(delivery);
+        } else if let Err(delivery) = self.deliveries.push(delivery) {
+            self.overflow.push_back(delivery);
+        }
+    }
+
+    fn drain_overflow(&mut self) {
+        while let Some(delivery) = self.overflow.pop_front() {
+            if let Err(delivery) = self.deliveries.push(delivery) {
+                self.overflow.push_front(delivery);
+                return;
+            }
+            self.delivered = true;
+        }
+    }
+}
+
+/// Links one worker to the world thread: returns the worker's end and the world's end.
+fn link(world_thread: Thread, pool: Pool) -> (RemoteWorld, WorkerLink) {
+    let (command_tx, command_rx) = spsc(RING_CAPACITY);
+    let (delivery_tx, delivery_rx) = spsc(RING_CAPACITY);
+    let waiting = Arc::new(AtomicBool::new(false));
+    let remote = RemoteWorld {
+        commands: command_tx,
+        deliveries: delivery_rx,
+        backlog: VecDeque::new(),
+        world_thread,
+        pushed: false,
+        waiting: Arc::clone(&waiting),
+        copier: FrameCopier { pool, current: None },
+    };
+    let link = WorkerLink {
+        commands: command_rx,
+        deliveries: delivery_tx,
+        overflow: VecDeque::new(),
+        waiting,
+        delivered: false,
+    };
+    (remote, link)
+}
+
+/// Starts the world thread for `pools.len()` workers (each link's frame copies use that worker's
+/// pool); returns each worker's end of its link and the thread's handle, which returns, once every
+/// worker is gone, how many frames it had to encode on the heap.
+pub(crate) fn start(
+    world: World,
+    world_pool: Pool,
+    pools: &[Pool],
+    shutdown: Arc<ShutdownState>,
+) -> std::io::Result<(Vec<RemoteWorld>, std::thread::JoinHandle<u64>)> {
+    let (links_tx, links_rx) = std::sync::mpsc::channel::<Vec<WorkerLink>>();
+    let handle = std::thread::Builder::new().name("gamewire-world".into()).spawn(move || {
+        let Ok(links) = links_rx.recv() else { return 0 };
+        WorldThread::new(world, world_pool, links, shutdown).run()
+    })?;
+    let (remotes, links): (Vec<_>, Vec<_>) =
+        pools.iter().map(|pool| link(handle.thread().clone(), pool.clone())).unzip();
+    links_tx.send(links).map_err(|_| std::io::Error::other("the world thread ended at start"))?;
+    Ok((remotes, handle))
+}
+
+/// The world, its sessions and its links.
+struct WorldThread {
+    world: World,
+    links: Vec<WorkerLink>,
+    /// `sessions[worker][token]`: the session of the connection on that token, and its generation.
+    sessions: Vec<Vec<Option<(u32, Session)>>>,
+    writer: FrameWriter,
+    /// `players[id.index()]`: the worker and connection playing `id`.
+    players: Vec<Option<(PlayerId, usize, ConnId)>>,
+    shutdown: Arc<ShutdownState>,
+}
+
+impl WorldThread {
+    fn new(world: World, pool: Pool, links: Vec<WorkerLink>, shutdown: Arc<ShutdownState>) -> Self {
+        let sessions = links.iter().map(|_| Vec::new()).collect();
+        WorldThread { world, links, sessions, writer: FrameWriter::new(pool), players: Vec::new(), shutdown }
+    }
+
+    fn run(mut self) -> u64 {
+        let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
+        loop {
+            let mut busy = false;
+            for link in &mut self.links {
+                link.drain_overflow();
+            }
+            if self.links.iter().all(|link| link.overflow.is_empty()) {
+                let now = Instant::now();
+                'workers: for worker in 0..self.links.len() {
+                    for _ in 0..COMMANDS_PER_TURN {
+                        let Some(command) = self.links[worker].commands.pop() else { break };
+                        busy = true;
+                        self.handle(worker, command, now);
+                        if self.links.iter().any(|link| !link.overflow.is_empty()) {
+                            break 'workers; // No new command until the workers made room.
+                        }
+                    }
+                }
+            } else {
+                busy = true; // Waiting for a worker to make room: come back soon.
+            }
+            let now = Instant::now();
+            if now >= next_sweep {
+                self.sweep(now);
+                next_sweep = now + SWEEP_INTERVAL;
+            }
+            self.wake_workers();
+            if !busy {
+                let abandoned = self.links.iter().all(|link| link.commands.is_abandoned());
+                if abandoned && self.links.iter().all(|link| link.commands.is_empty()) {
+                    return self.writer.heap_fallbacks;
+                }
+                let wait = next_sweep.saturating_duration_since(Instant::now()).min(SWEEP_INTERVAL);
+                std::thread::park_timeout(wait);
+            } else if self.links.iter().any(|link| !link.overflow.is_empty()) {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+
+    /// Wakes each worker that got deliveries and is waiting for events.
+    fn wake_workers(&mut self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        for (worker, link) in self.links.iter_mut().enumerate() {
+            if std::mem::take(&mut link.delivered) && link.waiting.load(Ordering::SeqCst) {
+                self.shutdown.wake_worker(worker);
+            }
+        }
+    }
+
+    fn handle(&mut self, worker: usize, command: Command, now: Instant) {
+        match command {
+            Command::Opened(conn) => {
+                let sessions = &mut self.sessions[worker];
+                let token = conn.token as usize;
+                if sessions.len() <= token {
+                    sessions.resize_with(token + 1, || None);
+                }
+                sessions[token] = Some((conn.generation, Session::new(now)));
+            }
+            Command::Frame(conn, bytes) => {
+                let Some((frame, _)) = RawFrame::split_from(&bytes) else { return };
+                self.with_session(worker, conn, |world, session, out| world.handle(now, session, frame, out));
+            }
+            Command::Fail(conn, code) => {
+                self.with_session(worker, conn, |world, session, out| world.fail(session, code, out));
+            }
+            Command::Closed(conn) => {
+                self.with_session(worker, conn, |world, session, out| {
+                    world.close(session, out);
+                    Verdict::Continue // the worker is already closing it
+                });
+                let token = conn.token as usize;
+                let sessions = &mut self.sessions[worker];
+                if sessions.get(token).and_then(Option::as_ref).is_some_and(|(g, _)| *g == conn.generation) {
+                    sessions[token] = None;
+                }
+            }
+        }
+    }
+
+    /// Runs `f` on the session of `conn` with an outbox whose sender is `conn`, then keeps the
+    /// routing in step with the session: bound once it has a player, unbound once it ends.
+    fn with_session(
+        &mut self,
+        worker: usize,
+        conn: ConnId,
+        f: impl FnOnce(&mut World, &mut Session, &mut WorldOutbox<'_>) -> Verdict,
+    ) {
+        let WorldThread { world, links, sessions, writer, players, .. } = self;
+        let token = conn.token as usize;
+        let Some(Some((generation, session))) = sessions[worker].get_mut(token) else { return };
+        if *generation != conn.generation {
+            return;
+        }
+        let had_player = session.player();
+        let verdict = f(world, session, &mut WorldOutbox { links, writer, players, sender: (worker, conn) });
+        match (had_player, session.player()) {
+            (None, Some(id)) => {
+                if players.len() <= id.index() {
+                    players.resize(id.index() + 1, None);
+                }
+                players[id.index()] = Some((id, worker, conn));
+                links[worker].push(Delivery::Bound(conn, id.get()));
+            }
+            (Some(id), None) => unbind(players, id),
+            _ => {}
+        }
+        if session.is_closed()
+            && let Some(id) = had_player
+        {
+            unbind(players, id);
+        }
+        if verdict == Verdict::Close {
+            links[worker].push(Delivery::End(conn));
+        }
+    }
+
+    /// Ends sessions past their HELLO or idle deadline.
+    fn sweep(&mut self, now: Instant) {
+        for worker in 0..self.links.len() {
+            for token in 0..self.sessions[worker].len() {
+                let Some((generation, session)) = &self.sessions[worker][token] else { continue };
+                if session.is_closed() || now < session.deadline(self.world.config()) {
+                    continue;
+                }
+                let conn = ConnId { token: token as u32, generation: *generation };
+                self.with_session(worker, conn, |world, session, out| world.poll_timeout(now, session, out));
+            }
+        }
+    }
+}
+
+fn unbind(players: &mut [Option<(PlayerId, usize, ConnId)>], id: PlayerId) {
+    if let Some(entry) = players.get_mut(id.index())
+        && entry.is_some_and(|(bound, _, _)| bound == id)
+    {
+        *entry = None;
+    }
+}
+
+/// The world's outbox on the world thread: each frame encoded once into the world's pool, a reference
+/// pushed to each recipient's worker.
+struct WorldOutbox<'a> {
+    links: &'a mut [WorkerLink],
+    writer: &'a mut FrameWriter,
+    players: &'a [Option<(PlayerId, usize, ConnId)>],
+    sender: (usize, ConnId),
+}
+
+impl WorldOutbox<'_> {
+    fn route(&self, id: PlayerId) -> Option<(usize, ConnId)> {
+        match self.players.get(id.index()).copied().flatten() {
+            Some((bound, worker, conn)) if bound == id => Some((worker, conn)),
+            _ => None,
+        }
+    }
+}
+
+impl Outbox for WorldOutbox<'_> {
+    fn send(&mut self, to: Recipients<'_>, player_id: u32, packet: &Packet<'_>) {
+        let fatal = matches!(packet, Packet::Error { code, .. }
+            if ErrorCode::from_u32(*code).is_some_and(ErrorCode::is_fatal));
+        match to {
+            Recipients::Sender => {
+                let frame = self.writer.encode(player_id, packet);
+                let (worker, conn) = self.sender;
+                self.links[worker].push(Delivery::Frame { conn, frame, fatal });
+            }
+            Recipients::One(id) => {
+                if let Some((worker, conn)) = self.route(id) {
+                    let frame = self.writer.encode(player_id, packet);
+                    self.links[worker].push(Delivery::Frame { conn, frame, fatal });
+                }
+            }
+            Recipients::Many(ids) => {
+                if ids.is_empty() {
+                    return;
+                }
+                let frame = self.writer.encode(player_id, packet);
+                for &id in ids {
+                    if let Some((worker, conn)) = self.route(id) {
+                        self.links[worker].push(Delivery::Frame { conn, frame: frame.clone(), fatal });
+                    }
+                }
+            }
+        }
+    }
+}
