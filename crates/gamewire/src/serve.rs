@@ -119,6 +119,7 @@ impl ServeArgs {
             send_zerocopy_threshold: self.send_zerocopy_threshold,
             workers: self.workers.unwrap_or_else(default_workers),
             pin_workers: !self.no_pin,
+            ring_slots: defaults.ring_slots,
         }
     }
 }
@@ -146,7 +147,9 @@ fn print_numa(workers: usize, pinned: bool) {
             let cpu = cpus[worker % cpus.len()];
             let node = gamewire_net::topology::node_of_cpu(&nodes, cpu);
             let node = node.map_or_else(|| "?".to_string(), |n| n.to_string());
-            println!("  worker {worker}: CPU {cpu}, node {node}; its pool is first touched there (local pages)");
+            println!(
+                "  worker {worker}: CPU {cpu}, node {node}; its pool is first touched there (local pages)"
+            );
         } else {
             println!("  worker {worker}: unpinned; its pool's pages land where the scheduler runs it first");
         }

@@ -50,6 +50,9 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Pin worker `i` to the `i`-th CPU the process may run on (in turn).
     pub pin_workers: bool,
+    /// Slots in each ring between a worker and the world thread (rounded up to a power of two). A full
+    /// ring is backpressure: what does not fit waits, and the sender takes no new input meanwhile.
+    pub ring_slots: usize,
     /// io_uring only: a flush of at least this many queued bytes goes out as a zero-copy send
     /// (`SendMsgZc`: the kernel pins the pages instead of copying them, and reports when it let go).
     /// 0, the default, never does: the kernel documentation puts the gain above about 10 KB, and on
@@ -82,6 +85,7 @@ impl Default for ServerConfig {
             send_zerocopy_threshold: 0,
             workers: 1,
             pin_workers: false,
+            ring_slots: 1 << 14,
         }
     }
 }
@@ -150,6 +154,9 @@ impl ServerConfig {
         }
         if !(1..=MAX_WORKERS).contains(&self.workers) {
             return Err(ConfigError::Limits("workers must be in 1..=256"));
+        }
+        if !(2..=1 << 24).contains(&self.ring_slots) {
+            return Err(ConfigError::Limits("ring_slots must be in 2..=16777216"));
         }
         if self.max_connections == 0 {
             return Err(ConfigError::Limits("max_connections must be at least 1"));

@@ -165,8 +165,13 @@ impl Server {
             (vec![(WorldLink::Inline(world), pools[0].clone())], None)
         } else {
             let world_pool = new_pool()?;
-            let (remotes, handle) =
-                world_thread::start(world, world_pool.clone(), &pools, shutdown.0.clone())?;
+            let (remotes, handle) = world_thread::start(
+                world,
+                world_pool.clone(),
+                &pools,
+                config.ring_slots,
+                shutdown.0.clone(),
+            )?;
             let links = remotes.into_iter().map(|remote| (WorldLink::Remote(remote), world_pool.clone()));
             (links.collect(), Some(handle))
         };
@@ -182,7 +187,14 @@ impl Server {
                     // Blocking descriptors: io_uring waits inside the kernel, never in this thread.
                     listener.set_nonblocking(false)?;
                     let worker = link.map(|(link, frame_pool)| {
-                        Box::new(Worker::new(config.clone(), link, pool.clone(), frame_pool, Arc::clone(&open), now))
+                        Box::new(Worker::new(
+                            config.clone(),
+                            link,
+                            pool.clone(),
+                            frame_pool,
+                            Arc::clone(&open),
+                            now,
+                        ))
                     });
                     WorkerParts::Uring { listener: listener.into(), pool, worker }
                 }
@@ -190,7 +202,14 @@ impl Server {
                     let listener = mio::net::TcpListener::from_std(listener.into());
                     let poll = polls.next().expect("one poll per worker");
                     let worker = link.map(|(link, frame_pool)| {
-                        Box::new(Worker::new(config.clone(), link, pool.clone(), frame_pool, Arc::clone(&open), now))
+                        Box::new(Worker::new(
+                            config.clone(),
+                            link,
+                            pool.clone(),
+                            frame_pool,
+                            Arc::clone(&open),
+                            now,
+                        ))
                     });
                     WorkerParts::Mio { poll, listener, pool, worker }
                 }
@@ -318,8 +337,12 @@ fn run_worker(index: usize, parts: WorkerParts, settings: &WorkerSettings) -> Re
             };
             // The ring is made here, on the thread that runs it: a single-issuer ring belongs to it.
             match worker {
-                Some(worker) => crate::sys::uring::UringLoop::new(listener, *worker, shutdown, wake_fd)?.run()?,
-                None => crate::sys::uring_echo::UringEchoLoop::new(listener, &pool, shutdown, wake_fd)?.run()?,
+                Some(worker) => {
+                    crate::sys::uring::UringLoop::new(listener, *worker, shutdown, wake_fd)?.run()?
+                }
+                None => {
+                    crate::sys::uring_echo::UringEchoLoop::new(listener, &pool, shutdown, wake_fd)?.run()?
+                }
             }
         }
     })

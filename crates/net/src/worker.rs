@@ -379,7 +379,10 @@ impl<S> Worker<S> {
                 }
                 Delivery::End(conn) => {
                     let token = conn.token as usize;
-                    if self.conns.get(token).is_some_and(|c| c.generation == conn.generation && c.phase == Phase::Open)
+                    if self
+                        .conns
+                        .get(token)
+                        .is_some_and(|c| c.generation == conn.generation && c.phase == Phase::Open)
                     {
                         self.begin_drain(token, now);
                     }

@@ -25,9 +25,6 @@ use crate::outbound::FrameWriter;
 use crate::server::ShutdownState;
 use crate::sys::SWEEP_INTERVAL;
 
-/// Slots in each ring. A MOVE seen by 200 players is 200 deliveries, so the world→worker rings are
-/// sized for several such fan-outs per wake-up.
-pub(crate) const RING_CAPACITY: usize = 1 << 14;
 /// Commands the world takes from one worker before looking at the others: fairness.
 const COMMANDS_PER_TURN: usize = 256;
 
@@ -196,6 +193,10 @@ impl WorkerLink {
     }
 
     fn drain_overflow(&mut self) {
+        if self.deliveries.is_abandoned() {
+            self.overflow.clear(); // The worker is gone: nobody left to deliver to.
+            return;
+        }
         while let Some(delivery) = self.overflow.pop_front() {
             if let Err(delivery) = self.deliveries.push(delivery) {
                 self.overflow.push_front(delivery);
@@ -207,9 +208,9 @@ impl WorkerLink {
 }
 
 /// Links one worker to the world thread: returns the worker's end and the world's end.
-fn link(world_thread: Thread, pool: Pool) -> (RemoteWorld, WorkerLink) {
-    let (command_tx, command_rx) = spsc(RING_CAPACITY);
-    let (delivery_tx, delivery_rx) = spsc(RING_CAPACITY);
+fn link(world_thread: Thread, pool: Pool, slots: usize) -> (RemoteWorld, WorkerLink) {
+    let (command_tx, command_rx) = spsc(slots);
+    let (delivery_tx, delivery_rx) = spsc(slots);
     let waiting = Arc::new(AtomicBool::new(false));
     let remote = RemoteWorld {
         commands: command_tx,
@@ -237,6 +238,7 @@ pub(crate) fn start(
     world: World,
     world_pool: Pool,
     pools: &[Pool],
+    ring_slots: usize,
     shutdown: Arc<ShutdownState>,
 ) -> std::io::Result<(Vec<RemoteWorld>, std::thread::JoinHandle<u64>)> {
     let (links_tx, links_rx) = std::sync::mpsc::channel::<Vec<WorkerLink>>();
@@ -245,7 +247,7 @@ pub(crate) fn start(
         WorldThread::new(world, world_pool, links, shutdown).run()
     })?;
     let (remotes, links): (Vec<_>, Vec<_>) =
-        pools.iter().map(|pool| link(handle.thread().clone(), pool.clone())).unzip();
+        pools.iter().map(|pool| link(handle.thread().clone(), pool.clone(), ring_slots)).unzip();
     links_tx.send(links).map_err(|_| std::io::Error::other("the world thread ended at start"))?;
     Ok((remotes, handle))
 }

@@ -147,7 +147,9 @@ impl EventLoop {
             if now >= next_sweep {
                 let pool_low = self.pool_is_low();
                 self.worker.sweep(now, pool_low && !self.pending_reads.is_empty());
-                if pool_low || self.worker.frame_pool_is_low() {
+                // Memory pressure proper (not a backlog towards the world thread, which resolves
+                // itself): cut the largest backlog.
+                if self.worker.pool.free_chunks() < self.pool_reserve() || self.worker.frame_pool_is_low() {
                     self.worker.relieve_pool_pressure(now);
                 }
                 while self.refused.front().is_some_and(|(_, until)| *until <= now) {

@@ -492,7 +492,11 @@ impl UringLoop {
                 let pool_low = self.pool_is_low();
                 let reads_paused = pool_low && (!self.rearm.is_empty() || !self.buffers.withheld.is_empty());
                 self.worker.sweep(now, reads_paused);
-                if pool_low || self.worker.frame_pool_is_low() {
+                // Memory pressure proper (not a backlog towards the world thread, which resolves
+                // itself): cut the largest backlog.
+                if self.worker.pool.free_chunks() < (self.worker.pool.chunk_count() / 16).max(4)
+                    || self.worker.frame_pool_is_low()
+                {
                     self.worker.relieve_pool_pressure(now);
                 }
                 while self.refused.front().is_some_and(|(_, until)| *until <= now) {
