@@ -45,9 +45,9 @@ fn players_on_different_workers_see_each_other_as_on_one() {
                 }
             }
         };
-        for i in 0..players.len() {
-            players[i].send_move(Move::new(500.0 + i as f32 * 0.1, 0.0, 500.0, 1.0, i as u32));
-            let frames = players[i].sync();
+        for (i, mover) in players.iter_mut().enumerate() {
+            mover.send_move(Move::new(500.0 + i as f32 * 0.1, 0.0, 500.0, 1.0, i as u32));
+            let frames = mover.sync();
             collect(i, frames);
         }
         for (i, player) in players.iter_mut().enumerate() {
