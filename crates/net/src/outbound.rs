@@ -186,11 +186,15 @@ impl Outbound {
     }
 }
 
+/// Whether `packet` is a fatal ERROR: the one frame that passes a send queue's hard limit.
+pub(crate) fn is_fatal_error(packet: &Packet<'_>) -> bool {
+    matches!(packet, Packet::Error { code, .. } if ErrorCode::from_u32(*code).is_some_and(ErrorCode::is_fatal))
+}
+
 impl Outbox for Outbound {
     fn send(&mut self, to: Recipients<'_>, player_id: u32, packet: &Packet<'_>) {
         // Only a fatal ERROR passes the hard limit: it is the last frame, so the excess is bounded by one.
-        let is_error = matches!(packet, Packet::Error { code, .. }
-            if ErrorCode::from_u32(*code).is_some_and(ErrorCode::is_fatal));
+        let is_error = is_fatal_error(packet);
         match to {
             Recipients::Sender => {
                 let frame = self.writer.encode(player_id, packet);

@@ -186,31 +186,15 @@ impl Server {
                 IoBackend::Uring => {
                     // Blocking descriptors: io_uring waits inside the kernel, never in this thread.
                     listener.set_nonblocking(false)?;
-                    let worker = link.map(|(link, frame_pool)| {
-                        Box::new(Worker::new(
-                            config.clone(),
-                            link,
-                            pool.clone(),
-                            frame_pool,
-                            Arc::clone(&open),
-                            now,
-                        ))
-                    });
+                    let worker = link
+                        .map(|(link, frame_pool)| new_worker(&config, link, &pool, frame_pool, &open, now));
                     WorkerParts::Uring { listener: listener.into(), pool, worker }
                 }
                 _ => {
                     let listener = mio::net::TcpListener::from_std(listener.into());
                     let poll = polls.next().expect("one poll per worker");
-                    let worker = link.map(|(link, frame_pool)| {
-                        Box::new(Worker::new(
-                            config.clone(),
-                            link,
-                            pool.clone(),
-                            frame_pool,
-                            Arc::clone(&open),
-                            now,
-                        ))
-                    });
+                    let worker = link
+                        .map(|(link, frame_pool)| new_worker(&config, link, &pool, frame_pool, &open, now));
                     WorkerParts::Mio { poll, listener, pool, worker }
                 }
             };
@@ -346,6 +330,18 @@ fn run_worker(index: usize, parts: WorkerParts, settings: &WorkerSettings) -> Re
             }
         }
     })
+}
+
+/// A worker for a game loop (boxed: it is large and moves to its thread).
+fn new_worker<S>(
+    config: &ServerConfig,
+    link: WorldLink,
+    pool: &Pool,
+    frame_pool: Pool,
+    open_connections: &Arc<AtomicUsize>,
+    now: Instant,
+) -> Box<Worker<S>> {
+    Box::new(Worker::new(config.clone(), link, pool.clone(), frame_pool, Arc::clone(open_connections), now))
 }
 
 /// One worker's parts before its loop runs (no worker in echo mode).

@@ -107,6 +107,17 @@ impl RunStats {
     }
 }
 
+/// What a loop does about shutdown requests this turn (see [`Worker::shutdown_step`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ShutdownStep {
+    /// Go on (serving, or draining).
+    Continue,
+    /// The first request just arrived: every session is ending; the backend stops accepting.
+    StopAccepting,
+    /// A second request: return at once, without draining.
+    Return,
+}
+
 /// The backend-independent state of one event loop.
 #[derive(Debug)]
 pub(crate) struct Worker<S> {
@@ -530,6 +541,43 @@ impl<S> Worker<S> {
         for token in tokens {
             self.fail(token, ErrorCode::ShuttingDown, now);
         }
+    }
+
+    /// Acts on the shutdown requests seen (`requests`): on the first, ends every session and sets
+    /// `drain_deadline`; on a second, tells the loop to return.
+    pub(crate) fn shutdown_step(
+        &mut self,
+        requests: usize,
+        now: Instant,
+        drain_deadline: &mut Option<Instant>,
+    ) -> ShutdownStep {
+        match requests {
+            0 => ShutdownStep::Continue,
+            1 if drain_deadline.is_some() => ShutdownStep::Continue,
+            1 => {
+                tracing::info!(connections = self.conns.len(), "shutting down: draining");
+                self.shut_down_all(now);
+                *drain_deadline = Some(now + self.config.drain_timeout);
+                ShutdownStep::StopAccepting
+            }
+            _ => {
+                tracing::warn!("second shutdown request: stopping without draining");
+                ShutdownStep::Return
+            }
+        }
+    }
+
+    /// Whether a draining loop is done: every connection gone, or the drain deadline passed.
+    pub(crate) fn drained(&self, now: Instant, drain_deadline: Option<Instant>) -> bool {
+        let Some(deadline) = drain_deadline else { return false };
+        if self.conns.is_empty() {
+            return true;
+        }
+        if now >= deadline {
+            tracing::warn!(connections = self.conns.len(), "drain deadline passed");
+            return true;
+        }
+        false
     }
 
     /// Tokens to deregister and drop, moved into `out`.

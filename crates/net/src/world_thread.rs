@@ -21,7 +21,7 @@ use gamewire_pool::{ChunkMut, Consumer, Pool, PoolBytes, Producer, spsc};
 use gamewire_proto::{ErrorCode, Packet, RawFrame};
 use gamewire_world::{Outbox, PlayerId, Recipients, Session, Verdict, World};
 
-use crate::outbound::FrameWriter;
+use crate::outbound::{FrameWriter, is_fatal_error};
 use crate::server::ShutdownState;
 use crate::sys::SWEEP_INTERVAL;
 
@@ -432,8 +432,7 @@ impl WorldOutbox<'_> {
 
 impl Outbox for WorldOutbox<'_> {
     fn send(&mut self, to: Recipients<'_>, player_id: u32, packet: &Packet<'_>) {
-        let fatal = matches!(packet, Packet::Error { code, .. }
-            if ErrorCode::from_u32(*code).is_some_and(ErrorCode::is_fatal));
+        let fatal = is_fatal_error(packet);
         match to {
             Recipients::Sender => {
                 let frame = self.writer.encode(player_id, packet);

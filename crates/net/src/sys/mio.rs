@@ -12,7 +12,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::{READS_PER_TURN, SWEEP_INTERVAL};
 use crate::server::ShutdownState;
-use crate::worker::{Phase, RunStats, Worker};
+use crate::worker::{Phase, RunStats, ShutdownStep, Worker};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -161,22 +161,14 @@ impl EventLoop {
                     self.accept_all(now);
                 }
             }
-            match self.shutdown.requests() {
-                0 => {}
-                1 => {
-                    if drain_deadline.is_none() {
-                        tracing::info!(connections = self.worker.conns.len(), "shutting down: draining");
-                        if let Some(mut listener) = self.listener.take() {
-                            let _ = self.poll.registry().deregister(&mut listener);
-                        }
-                        self.worker.shut_down_all(now);
-                        drain_deadline = Some(now + self.worker.config.drain_timeout);
+            match self.worker.shutdown_step(self.shutdown.requests(), now, &mut drain_deadline) {
+                ShutdownStep::Continue => {}
+                ShutdownStep::StopAccepting => {
+                    if let Some(mut listener) = self.listener.take() {
+                        let _ = self.poll.registry().deregister(&mut listener);
                     }
                 }
-                _ => {
-                    tracing::warn!("second shutdown request: stopping without draining");
-                    break;
-                }
+                ShutdownStep::Return => break,
             }
             self.worker.settle(now);
             // With a flush interval, a client's frames of several loop turns leave in one write: fewer
@@ -186,14 +178,8 @@ impl EventLoop {
             self.flush_due(now, delay);
             self.drop_closed();
             self.worker.end_turn();
-            if let Some(deadline) = drain_deadline {
-                if self.worker.conns.is_empty() {
-                    break;
-                }
-                if now >= deadline {
-                    tracing::warn!(connections = self.worker.conns.len(), "drain deadline passed");
-                    break;
-                }
+            if self.worker.drained(now, drain_deadline) {
+                break;
             }
         }
         Ok(self.worker.finish_stats())

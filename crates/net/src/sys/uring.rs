@@ -29,7 +29,7 @@ use socket2::SockRef;
 use super::SWEEP_INTERVAL;
 use crate::send_queue::MAX_IOVECS;
 use crate::server::ShutdownState;
-use crate::worker::{Phase, RunStats, Worker};
+use crate::worker::{Phase, RunStats, ShutdownStep, Worker};
 
 /// Submission queue entries; the completion queue gets four times as many.
 pub(super) const SUBMISSION_ENTRIES: u32 = 4096;
@@ -131,6 +131,23 @@ fn probe_here() -> io::Result<()> {
     let _ = ring.submitter().unregister_buf_ring(BUFFER_GROUP);
     drop(buffers);
     Ok(())
+}
+
+/// Queues `entry` on `ring`, submitting first if the submission queue is full.
+///
+/// # Safety
+///
+/// Every buffer `entry` points to must stay alive and untouched until its last completion is reaped.
+pub(super) unsafe fn push_entry(ring: &mut IoUring, entry: &squeue::Entry) {
+    loop {
+        // SAFETY: the caller keeps the entry's buffers alive until it completes.
+        if unsafe { ring.submission().push(entry) }.is_ok() {
+            return;
+        }
+        if let Err(error) = ring.submit() {
+            tracing::warn!(%error, "io_uring submit failed while the submission queue was full");
+        }
+    }
 }
 
 /// An eventfd that wakes the loop from another thread.
@@ -406,16 +423,9 @@ impl UringLoop {
 
     /// Queues `entry`, submitting first if the submission queue is full.
     fn push(&mut self, entry: squeue::Entry) {
-        loop {
-            // SAFETY: every buffer an entry points to (buffer ring, send slot and queued frames, wake
-            // buffer) stays alive and untouched until the entry's last completion is reaped.
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                return;
-            }
-            if let Err(error) = self.ring.submit() {
-                tracing::warn!(%error, "io_uring submit failed while the submission queue was full");
-            }
-        }
+        // SAFETY: every buffer an entry points to (buffer ring, send slot and queued frames, wake
+        // buffer) stays alive and untouched until the entry's last completion is reaped.
+        unsafe { push_entry(&mut self.ring, &entry) }
     }
 
     fn arm_accept(&mut self) {
@@ -508,20 +518,10 @@ impl UringLoop {
                     self.arm_accept();
                 }
             }
-            match self.shutdown.requests() {
-                0 => {}
-                1 => {
-                    if drain_deadline.is_none() {
-                        tracing::info!(connections = self.worker.conns.len(), "shutting down: draining");
-                        self.stop_accepting();
-                        self.worker.shut_down_all(now);
-                        drain_deadline = Some(now + self.worker.config.drain_timeout);
-                    }
-                }
-                _ => {
-                    tracing::warn!("second shutdown request: stopping without draining");
-                    break;
-                }
+            match self.worker.shutdown_step(self.shutdown.requests(), now, &mut drain_deadline) {
+                ShutdownStep::Continue => {}
+                ShutdownStep::StopAccepting => self.stop_accepting(),
+                ShutdownStep::Return => break,
             }
             self.worker.settle(now);
             let delay = if drain_deadline.is_some() { Duration::ZERO } else { flush_interval };
@@ -530,14 +530,8 @@ impl UringLoop {
             self.close_finished();
             self.flush_due(now, delay);
             self.worker.end_turn();
-            if let Some(deadline) = drain_deadline {
-                if self.worker.conns.is_empty() {
-                    break;
-                }
-                if now >= deadline {
-                    tracing::warn!(connections = self.worker.conns.len(), "drain deadline passed");
-                    break;
-                }
+            if self.worker.drained(now, drain_deadline) {
+                break;
             }
         }
         Ok(self.worker.finish_stats())

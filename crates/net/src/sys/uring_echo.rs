@@ -14,7 +14,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue};
 use slab::Slab;
 
 use super::uring::{
-    BUFFER_GROUP, BufferRing, Op, SUBMISSION_ENTRIES, build_ring, decode_user_data, user_data,
+    BUFFER_GROUP, BufferRing, Op, SUBMISSION_ENTRIES, build_ring, decode_user_data, push_entry, user_data,
 };
 use crate::server::ShutdownState;
 use crate::worker::RunStats;
@@ -101,16 +101,9 @@ impl UringEchoLoop {
 
     fn push(&mut self, entry: squeue::Entry) {
         self.in_flight += 1;
-        loop {
-            // SAFETY: every buffer an entry points to (ring buffers being echoed, the wake buffer)
-            // stays alive and untouched until the entry's last completion is reaped.
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                return;
-            }
-            if let Err(error) = self.ring.submit() {
-                tracing::warn!(%error, "io_uring submit failed while the submission queue was full");
-            }
-        }
+        // SAFETY: every buffer an entry points to (ring buffers being echoed, the wake buffer) stays
+        // alive and untouched until the entry's last completion is reaped.
+        unsafe { push_entry(&mut self.ring, &entry) }
     }
 
     fn arm_wake(&mut self) {
