@@ -66,6 +66,10 @@ pub(crate) struct ServeArgs {
     /// will sit, then serve.
     #[arg(long)]
     numa: bool,
+    /// With --io uring: pool chunks lent to the kernel for receiving (0: a quarter of the pool, at
+    /// most 4096).
+    #[arg(long, default_value_t = 0, value_name = "CHUNKS")]
+    receive_buffers: usize,
     /// With --io uring: flushes of at least this many queued bytes use zero-copy sends (0: never).
     #[arg(long, default_value_t = 0, value_name = "BYTES")]
     send_zerocopy_threshold: usize,
@@ -120,6 +124,7 @@ impl ServeArgs {
             workers: self.workers.unwrap_or_else(default_workers),
             pin_workers: !self.no_pin,
             ring_slots: defaults.ring_slots,
+            receive_buffers: self.receive_buffers,
         }
     }
 }

@@ -50,6 +50,10 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Pin worker `i` to the `i`-th CPU the process may run on (in turn).
     pub pin_workers: bool,
+    /// io_uring only: pool chunks lent to the kernel's provided-buffer ring for receiving (0: a quarter
+    /// of the pool; at most 4096, and half the pool). Each receive takes a whole chunk, so a ring
+    /// smaller than the number of connections that send between two loop turns runs dry.
+    pub receive_buffers: usize,
     /// Slots in each ring between a worker and the world thread (rounded up to a power of two). A full
     /// ring is backpressure: what does not fit waits, and the sender takes no new input meanwhile.
     pub ring_slots: usize,
@@ -86,6 +90,7 @@ impl Default for ServerConfig {
             workers: 1,
             pin_workers: false,
             ring_slots: 1 << 14,
+            receive_buffers: 0,
         }
     }
 }

@@ -34,7 +34,7 @@ use crate::worker::{Phase, RunStats, ShutdownStep, Worker};
 /// Submission queue entries; the completion queue gets four times as many.
 pub(super) const SUBMISSION_ENTRIES: u32 = 4096;
 /// Most receive buffers in the ring (a power of two); fewer when the pool is small.
-pub(super) const MAX_RECEIVE_BUFFERS: usize = 1024;
+pub(super) const MAX_RECEIVE_BUFFERS: usize = 4096;
 /// The provided-buffer group of the receive ring.
 pub(super) const BUFFER_GROUP: u16 = 0;
 /// Most refused connections held for their linger at once; beyond it the oldest is closed early.
@@ -284,10 +284,14 @@ impl BufferRing {
         self.chunks[usize::from(bid)].filled()
     }
 
-    /// How many receive buffers a pool of `chunk_count` chunks lends the ring: a quarter, a power of
-    /// two, at most [`MAX_RECEIVE_BUFFERS`].
-    pub(super) fn size_for(chunk_count: usize) -> usize {
-        let count = (chunk_count / 4).clamp(1, MAX_RECEIVE_BUFFERS);
+    /// How many receive buffers a pool of `chunk_count` chunks lends the ring: `wanted` if set, else a
+    /// quarter of the pool; a power of two, at most [`MAX_RECEIVE_BUFFERS`] and half the pool.
+    ///
+    /// Every receive takes a whole buffer, however few bytes arrived: with more connections sending
+    /// than buffers between two reaps, the ring runs dry and receives must be re-armed (ENOBUFS).
+    pub(super) fn size_for(chunk_count: usize, wanted: usize) -> usize {
+        let wanted = if wanted == 0 { chunk_count / 4 } else { wanted };
+        let count = wanted.clamp(1, MAX_RECEIVE_BUFFERS.min(chunk_count / 2).max(1));
         if count.is_power_of_two() { count } else { count.next_power_of_two() / 2 }
     }
 }
@@ -381,7 +385,7 @@ impl UringLoop {
         wake_fd: RawFd,
     ) -> io::Result<Self> {
         let ring = build_ring()?;
-        let count = BufferRing::size_for(worker.pool.chunk_count());
+        let count = BufferRing::size_for(worker.pool.chunk_count(), worker.config.receive_buffers);
         let chunks = (0..count)
             .map(|_| worker.pool.try_alloc())
             .collect::<Option<Vec<_>>>()

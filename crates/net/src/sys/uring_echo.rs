@@ -70,7 +70,7 @@ impl UringEchoLoop {
         wake_fd: RawFd,
     ) -> io::Result<Self> {
         let ring = build_ring()?;
-        let count = BufferRing::size_for(pool.chunk_count());
+        let count = BufferRing::size_for(pool.chunk_count(), 0);
         let chunks = (0..count)
             .map(|_| pool.try_alloc())
             .collect::<Option<Vec<_>>>()
