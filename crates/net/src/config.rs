@@ -51,7 +51,7 @@ pub struct ServerConfig {
     /// Pin worker `i` to the `i`-th CPU the process may run on (in turn).
     pub pin_workers: bool,
     /// io_uring only: pool chunks lent to the kernel's provided-buffer ring for receiving (0: a quarter
-    /// of the pool; at most 4096, and half the pool). Each receive takes a whole chunk, so a ring
+    /// of the pool, at most 1,024; never more than half the pool). Each receive takes a whole chunk, so a ring
     /// smaller than the number of connections that send between two loop turns runs dry.
     pub receive_buffers: usize,
     /// Slots in each ring between a worker and the world thread (rounded up to a power of two). A full

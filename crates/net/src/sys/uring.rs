@@ -34,7 +34,10 @@ use crate::worker::{Phase, RunStats, ShutdownStep, Worker};
 /// Submission queue entries; the completion queue gets four times as many.
 pub(super) const SUBMISSION_ENTRIES: u32 = 4096;
 /// Most receive buffers in the ring (a power of two); fewer when the pool is small.
-pub(super) const MAX_RECEIVE_BUFFERS: usize = 4096;
+pub(super) const MAX_RECEIVE_BUFFERS: usize = 32768;
+/// Receive buffers lent by default: a quarter of the pool, at most this many (4 MiB of 4 KiB chunks;
+/// 4,096 was measured no better at 2,000 connections, and costs 12 MiB more resident memory).
+const DEFAULT_RECEIVE_BUFFERS: usize = 1024;
 /// The provided-buffer group of the receive ring.
 pub(super) const BUFFER_GROUP: u16 = 0;
 /// Most refused connections held for their linger at once; beyond it the oldest is closed early.
@@ -285,12 +288,12 @@ impl BufferRing {
     }
 
     /// How many receive buffers a pool of `chunk_count` chunks lends the ring: `wanted` if set, else a
-    /// quarter of the pool; a power of two, at most [`MAX_RECEIVE_BUFFERS`] and half the pool.
+    /// quarter of the pool up to 1,024; a power of two, at most the kernel's 32,768 and half the pool.
     ///
     /// Every receive takes a whole buffer, however few bytes arrived: with more connections sending
     /// than buffers between two reaps, the ring runs dry and receives must be re-armed (ENOBUFS).
     pub(super) fn size_for(chunk_count: usize, wanted: usize) -> usize {
-        let wanted = if wanted == 0 { chunk_count / 4 } else { wanted };
+        let wanted = if wanted == 0 { (chunk_count / 4).min(DEFAULT_RECEIVE_BUFFERS) } else { wanted };
         let count = wanted.clamp(1, MAX_RECEIVE_BUFFERS.min(chunk_count / 2).max(1));
         if count.is_power_of_two() { count } else { count.next_power_of_two() / 2 }
     }
