@@ -52,11 +52,31 @@ fn assert_fatal(
     assert_eq!(frame.error_code(), Some(code.code()), "{context}: expected ERROR({code}), got {frame:?}");
     assert_eq!(frame.player_id, id, "{context}: ERROR header player_id");
     offender.expect_eof();
-    let frames = witness.sync();
+    let frames = match stage {
+        Stage::BeforeWelcome => witness.sync(),
+        Stage::Joined => recv_through_leave(witness, id, Vec::new()),
+    };
     match stage {
         Stage::BeforeWelcome => assert!(frames.is_empty(), "{context}: witness got {frames:?}"),
         Stage::Joined => assert_eq!(summary(&frames), [(PacketKind::Leave, id)], "{context}"),
     }
+}
+
+/// `frames` (already received by `client`), then what `client` receives until LEAVE about `id` is among
+/// them, then everything up to a PONG. The server sends that LEAVE once it has noticed the close, on its
+/// own time: with several workers the close reaches the world from the closed connection's worker,
+/// maybe only after a PING `client` sent on its own connection meanwhile.
+fn recv_through_leave(client: &mut Client, id: u32, mut frames: Vec<Frame>) -> Vec<Frame> {
+    let deadline = Instant::now() + WAIT;
+    while !frames.iter().any(|f| f.is(PacketKind::Leave, id)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame = client
+            .recv_within(left)
+            .unwrap_or_else(|| panic!("{client:?}: no LEAVE about {id} within {WAIT:?}; got {frames:?}"));
+        frames.push(frame);
+    }
+    frames.extend(client.sync());
+    frames
 }
 
 fn start_with_witness(config: gamewire_net::ServerConfig) -> (TestServer, Client) {
@@ -289,7 +309,7 @@ fn several_errors_in_one_frame_follow_the_protocol_order() {
         offender.expect_next_error(ErrorCode::RateLimited);
         offender.expect_next_error(ErrorCode::Malformed);
         offender.expect_eof();
-        let frames = witness.sync();
+        let frames = recv_through_leave(&mut witness, offender.id(), Vec::new());
         assert_eq!(frames.last().map(|f| (f.kind(), f.player_id)), Some((PacketKind::Leave, offender.id())));
         assert!(frames[..frames.len() - 1].iter().all(|f| f.is(PacketKind::Move, offender.id())));
     });
@@ -452,7 +472,7 @@ fn idle_players_time_out_and_pings_keep_them_alive() {
             "TIMEOUT after {idle:?} idle, configured 500 ms"
         );
         idler.expect_eof();
-        witness_frames.extend(witness.sync());
+        let witness_frames = recv_through_leave(&mut witness, idler.id(), witness_frames);
         assert_eq!(summary(&witness_frames), [(PacketKind::Leave, idler.id())]);
     });
 }
@@ -499,19 +519,21 @@ fn connections_beyond_the_limit_are_refused_with_server_full() {
         // The two served keep being served.
         let m = Move::new(501.0, 0.0, 500.0, 1.0, 42);
         alice.send_move(m);
+        assert!(alice.sync().is_empty()); // handled before bob's PING, whatever worker each is on
         let frames = bob.sync();
         assert_eq!(summary(&frames), [(PacketKind::Move, alice.id())]);
-        assert!(alice.sync().is_empty());
 
         // A freed place can be taken again, and a connection that has not sent HELLO holds one.
         let bob_id = bob.id();
         drop(bob);
-        assert_eq!(summary(&alice.sync()), [(PacketKind::Leave, bob_id)]);
+        let frame = alice.recv(); // whenever the server notices (bob's worker may not be alice's)
+        assert!(frame.is(PacketKind::Leave, bob_id), "{frame:?}");
+        assert!(alice.sync().is_empty());
         let mut carol = server.connect("carol");
+        carol.expect_silence(Duration::from_millis(100)); // nothing is sent before HELLO
         let mut fourth = server.connect("fourth");
         fourth.expect_next_error(ErrorCode::ServerFull);
         fourth.expect_eof();
-        carol.expect_silence(Duration::from_millis(100)); // nothing is sent before HELLO
         carol.hello("carol");
         assert_eq!(summary(&carol.sync()), [(PacketKind::Enter, alice.id())]);
     });
@@ -763,7 +785,8 @@ fn shutdown_sends_what_is_queued_then_shutting_down_to_everyone() {
         drop((lurker, alice, bob, carol));
 
         let stats = server.wait_stopped(WAIT).expect("run() returns Ok after a shutdown");
-        assert_eq!(stats.accepted, 4);
+        // The latecomer may have raced the request on a worker that had not seen it yet.
+        assert!((4..=5).contains(&stats.accepted), "{stats:?}");
         assert!(std::net::TcpStream::connect(addr).is_err(), "the listener is closed");
     });
 }

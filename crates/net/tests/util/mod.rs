@@ -93,17 +93,28 @@ pub(crate) fn base_config() -> ServerConfig {
     }
 }
 
-/// Runs `test` once per backend with [`base_config`] set up for it.
+/// Workers the suite runs with, on each backend: one (the world inside the worker) and several (the
+/// world on its own thread, clients spread over the workers by SO_REUSEPORT).
+pub(crate) const WORKER_COUNTS: &[usize] = &[1, 2, 4];
+
+/// Runs `test` once per backend and worker count with [`base_config`] set up for it (zero-copy sends
+/// with one worker only: they change nothing the workers do).
 pub(crate) fn each_backend(mut test: impl FnMut(ServerConfig)) {
-    for &backend in Backend::ALL {
-        if let Some(reason) = backend.unavailable() {
-            eprintln!("--- backend {backend:?}: SKIPPED, {reason}");
-            continue;
+    for &workers in WORKER_COUNTS {
+        for &backend in Backend::ALL {
+            if workers > 1 && backend == Backend::UringZerocopy {
+                continue;
+            }
+            if let Some(reason) = backend.unavailable() {
+                eprintln!("--- backend {backend:?}: SKIPPED, {reason}");
+                continue;
+            }
+            eprintln!("--- backend {backend:?}, {workers} worker(s)");
+            let mut config = base_config();
+            backend.configure(&mut config);
+            config.workers = workers;
+            test(config);
         }
-        eprintln!("--- backend {backend:?}");
-        let mut config = base_config();
-        backend.configure(&mut config);
-        test(config);
     }
 }
 
