@@ -594,7 +594,7 @@ fn find_capacity(
                 _ => break,
             }
         }
-        if best == Some(steps.last().map_or(0, |s| s.bots)) {
+        if broke.is_none() {
             tracing::warn!("{}: held every step up to --capacity-max {}", kind.name(), args.capacity_max);
         }
         tracing::info!("{}: capacity {:?} clients at p99 <= {} ms", kind.name(), best, args.p99_ms);

@@ -365,7 +365,7 @@ pub(crate) fn markdown(results: &Results) -> String {
                 })
                 .collect();
             let bound =
-                if steps.last().is_some_and(|s| s.held) { " (held every step: a lower bound)" } else { "" };
+                if steps.iter().all(|s| s.held) { " (held every step: a lower bound)" } else { "" };
             out.push_str(&format!("- {name}: {}{bound}\n", line.join(", ")));
         }
     }

@@ -73,14 +73,19 @@ pub(super) fn decode_user_data(data: u64) -> (Option<Op>, usize) {
 
 /// Builds a ring with the setup flags this kernel takes, best first. Single issuer (6.0) is required:
 /// a kernel without it also lacks the multishot receive (6.0) this backend is built on.
+///
+/// Cooperative task running, not deferred: with `DEFER_TASKRUN` completions are produced only while the
+/// loop is inside `io_uring_enter`, so receives pile up during a long turn and run dry the buffer ring
+/// all at once; measured at 2,000 `mmo` clients, its p99 was 28-84 ms against 7 ms with
+/// `COOP_TASKRUN`, at the same CPU (docs/BENCHMARKS.md).
 pub(super) fn build_ring() -> io::Result<IoUring> {
     type SetupFlags = fn(&mut io_uring::Builder);
     let attempts: [(&str, SetupFlags); 2] = [
-        ("single issuer, deferred task running", |b| {
-            b.setup_single_issuer().setup_defer_taskrun();
-        }),
         ("single issuer, cooperative task running", |b| {
             b.setup_single_issuer().setup_coop_taskrun();
+        }),
+        ("single issuer", |b| {
+            b.setup_single_issuer();
         }),
     ];
     let mut last_error = None;
