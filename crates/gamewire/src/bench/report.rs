@@ -364,8 +364,7 @@ pub(crate) fn markdown(results: &Results) -> String {
                     format!("{}: {} {}", s.bots, p99, if s.held { "ok" } else { "broke" })
                 })
                 .collect();
-            let bound =
-                if steps.iter().all(|s| s.held) { " (held every step: a lower bound)" } else { "" };
+            let bound = if steps.iter().all(|s| s.held) { " (held every step: a lower bound)" } else { "" };
             out.push_str(&format!("- {name}: {}{bound}\n", line.join(", ")));
         }
     }
