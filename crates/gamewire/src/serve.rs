@@ -27,6 +27,10 @@ pub(crate) struct ServeArgs {
     /// Connections served at once; more are answered SERVER_FULL.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// Connections served at once from one IP address; more from it are answered SERVER_FULL.
+    /// 0 = no per-IP cap.
+    #[arg(long, default_value_t = 0)]
+    max_connections_per_ip: usize,
     /// Seconds the rest of a started frame may take to arrive.
     #[arg(long, default_value = "5", value_parser = seconds, value_name = "SECONDS")]
     partial_frame_timeout: Duration,
@@ -110,6 +114,7 @@ impl ServeArgs {
             pool_bytes: self.pool_mib << 20,
             chunk_size: self.chunk_size,
             max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
             send_soft_limit: self.send_soft_limit,
             send_hard_limit: self.send_hard_limit,
             write_deadline: self.write_deadline,
@@ -192,6 +197,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         pool_mib = config.pool_bytes >> 20,
         chunk_size = config.chunk_size,
         max_connections = config.max_connections,
+        max_connections_per_ip = config.max_connections_per_ip,
         send_soft_limit = config.send_soft_limit,
         send_hard_limit = config.send_hard_limit,
         "limits"

@@ -21,6 +21,10 @@ pub struct ServerConfig {
     pub chunk_size: usize,
     /// Connections served at once; one more is answered SERVER_FULL and closed.
     pub max_connections: usize,
+    /// Connections served at once from one IP address; one more from it is answered SERVER_FULL and
+    /// closed. 0 (the default) means no per-IP cap: players behind one NAT, and load tests from one
+    /// host, legitimately open many connections from one address.
+    pub max_connections_per_ip: usize,
     /// Queued bytes per client above which the write deadline starts.
     pub send_soft_limit: usize,
     /// Queued bytes per client above which it is cut off at once (SLOW_CONSUMER).
@@ -76,6 +80,7 @@ impl Default for ServerConfig {
             pool_bytes: 64 << 20,
             chunk_size: 4096,
             max_connections: 10_000,
+            max_connections_per_ip: 0,
             send_soft_limit: 256 << 10,
             send_hard_limit: 1 << 20,
             write_deadline: Duration::from_secs(5),

@@ -12,7 +12,7 @@ use mio::{Poll, Waker};
 
 use crate::sys::mio::{EventLoop, WAKER_TOKEN};
 use crate::sys::mio_echo::EchoLoop;
-use crate::worker::{RunStats, Worker, WorldLink};
+use crate::worker::{Places, RunStats, Worker, WorldLink};
 use crate::world_thread;
 use crate::{ConfigError, IoBackend, ServerConfig};
 
@@ -177,7 +177,7 @@ impl Server {
         };
         let mut links = links.into_iter();
         let mut polls = polls.into_iter();
-        let open = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(Places::default());
         let mut workers = Vec::with_capacity(count);
         for (listener, pool) in listeners.into_iter().zip(pools) {
             let link = links.next();
@@ -338,10 +338,10 @@ fn new_worker<S>(
     link: WorldLink,
     pool: &Pool,
     frame_pool: Pool,
-    open_connections: &Arc<AtomicUsize>,
+    places: &Arc<Places>,
     now: Instant,
 ) -> Box<Worker<S>> {
-    Box::new(Worker::new(config.clone(), link, pool.clone(), frame_pool, Arc::clone(open_connections), now))
+    Box::new(Worker::new(config.clone(), link, pool.clone(), frame_pool, Arc::clone(places), now))
 }
 
 /// One worker's parts before its loop runs (no worker in echo mode).

@@ -1,9 +1,10 @@
 //! What one event loop owns, whatever the backend: connections, their sessions and decoders, the
 //! world, the send queues, and the rules for closing.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use gamewire_pool::Pool;
@@ -15,6 +16,17 @@ use crate::ServerConfig;
 use crate::outbound::Outbound;
 use crate::send_queue::SendQueue;
 use crate::world_thread::{Command, ConnId, Delivery, RemoteWorld};
+
+/// The connection places of a whole server, shared by its workers: `max_connections` in all and
+/// `max_connections_per_ip` per peer address.
+///
+/// The total is one atomic. The per-IP counts are a map behind a mutex, locked only at accept and at
+/// removal, never per packet, and only when a per-IP cap is configured.
+#[derive(Debug, Default)]
+pub(crate) struct Places {
+    open: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
 
 /// Where the world runs for a worker.
 #[derive(Debug)]
@@ -128,8 +140,9 @@ pub(crate) struct Worker<S> {
     frame_pool: Pool,
     /// `generations[token]`: connections accepted on that token so far.
     generations: Vec<u32>,
-    /// Connections open on every worker of the server, for `max_connections`.
-    open_connections: Arc<AtomicUsize>,
+    /// Connections open on every worker of the server, for `max_connections` and
+    /// `max_connections_per_ip`.
+    places: Arc<Places>,
     pub(crate) config: ServerConfig,
     pub(crate) pool: Pool,
     /// Tokens the backend must deregister and drop.
@@ -149,7 +162,7 @@ impl<S> Worker<S> {
         world: WorldLink,
         pool: Pool,
         frame_pool: Pool,
-        open_connections: Arc<AtomicUsize>,
+        places: Arc<Places>,
         now: Instant,
     ) -> Self {
         let server_full_frame = encode_frame_to_vec(
@@ -165,7 +178,7 @@ impl<S> Worker<S> {
             world,
             frame_pool,
             generations: Vec::new(),
-            open_connections,
+            places,
             config,
             pool,
             closed: Vec::new(),
@@ -181,14 +194,26 @@ impl<S> Worker<S> {
         &self.server_full_frame
     }
 
-    /// Takes a place for a new connection, unless the server (every worker together) already holds
-    /// `max_connections`. A place taken is given back by [`Self::remove`], so it must be followed by
-    /// [`Self::accept`].
-    pub(crate) fn take_place(&self) -> bool {
-        let before = self.open_connections.fetch_add(1, Ordering::Relaxed);
+    /// Takes a place for a new connection from `ip`, unless the server (every worker together) already
+    /// holds `max_connections`, or `max_connections_per_ip` from `ip`. A place taken is given back by
+    /// [`Self::remove`], so it must be followed by [`Self::accept`] with a peer of that `ip`.
+    pub(crate) fn take_place(&self, ip: IpAddr) -> bool {
+        let before = self.places.open.fetch_add(1, Ordering::Relaxed);
         if before >= self.config.max_connections {
-            self.open_connections.fetch_sub(1, Ordering::Relaxed);
+            self.places.open.fetch_sub(1, Ordering::Relaxed);
             return false;
+        }
+        let cap = self.config.max_connections_per_ip;
+        if cap > 0 {
+            let mut per_ip = self.places.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+            let count = per_ip.entry(ip).or_insert(0);
+            if *count >= cap {
+                // `count` is at least `cap` >= 1 here: no empty entry is left behind.
+                drop(per_ip);
+                self.places.open.fetch_sub(1, Ordering::Relaxed);
+                return false;
+            }
+            *count += 1;
         }
         true
     }
@@ -588,9 +613,20 @@ impl<S> Worker<S> {
 
     /// Removes a closed connection and returns it for the backend to deregister.
     pub(crate) fn remove(&mut self, token: usize) -> Conn<S> {
-        self.open_connections.fetch_sub(1, Ordering::Relaxed);
+        self.places.open.fetch_sub(1, Ordering::Relaxed);
         self.out.queues[token] = SendQueue::default();
-        self.conns.remove(token)
+        let conn = self.conns.remove(token);
+        if self.config.max_connections_per_ip > 0 {
+            let ip = conn.peer.ip();
+            let mut per_ip = self.places.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(count) = per_ip.get_mut(&ip) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
+        conn
     }
 
     /// The connection and its send queue, for the backend's flush.

@@ -539,6 +539,69 @@ fn connections_beyond_the_limit_are_refused_with_server_full() {
     });
 }
 
+#[test]
+fn connections_beyond_the_per_ip_cap_are_refused_with_server_full() {
+    each_backend(|mut config| {
+        config.max_connections_per_ip = 3;
+        let server = TestServer::start(config);
+        let mut alice = server.join("alice");
+        let mut bob = server.join("bob");
+        let mut carol = server.join("carol");
+        for client in [&mut alice, &mut bob, &mut carol] {
+            client.sync();
+        }
+        // A fourth from 127.0.0.1 is refused like SERVER_FULL, whatever worker takes it.
+        let mut fourth = server.connect("fourth");
+        fourth.expect_next_error(ErrorCode::ServerFull);
+        fourth.expect_eof();
+
+        // The three keep being served.
+        alice.send_move(Move::new(501.0, 0.0, 500.0, 1.0, 7));
+        assert!(alice.sync().is_empty());
+        for client in [&mut bob, &mut carol] {
+            assert_eq!(summary(&client.sync()), [(PacketKind::Move, alice.id())]);
+        }
+
+        // One closes; once the server has noticed, a new connection from the same address is served.
+        let bob_id = bob.id();
+        drop(bob);
+        for client in [&mut alice, &mut carol] {
+            let frame = client.recv();
+            assert!(frame.is(PacketKind::Leave, bob_id), "{frame:?}");
+        }
+        // The LEAVE may come from the world thread before bob's worker gave its place back: retry,
+        // within a bound, while the place is still held.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut dave = loop {
+            let mut dave = server.connect("dave");
+            dave.send(0, &Packet::Hello { name: "dave" });
+            let first = dave.recv();
+            if first.kind() == PacketKind::Welcome {
+                break dave;
+            }
+            assert_eq!(first.error_code(), Some(ErrorCode::ServerFull.code()), "{first:?}");
+            dave.expect_eof();
+            assert!(Instant::now() < deadline, "the closed connection's place was never given back");
+        };
+        let mut entered = summary(&dave.sync());
+        entered.sort_by_key(|&(_, id)| id);
+        let mut expected = vec![(PacketKind::Enter, alice.id()), (PacketKind::Enter, carol.id())];
+        expected.sort_by_key(|&(_, id)| id);
+        assert_eq!(entered, expected);
+        let dave_id = dave.id();
+        for client in [&mut alice, &mut carol] {
+            assert_eq!(summary(&client.sync()), [(PacketKind::Enter, dave_id)]);
+        }
+        // Full again: the next one is refused.
+        let mut fifth = server.connect("fifth");
+        fifth.expect_next_error(ErrorCode::ServerFull);
+        fifth.expect_eof();
+        alice.assert_served();
+        carol.assert_served();
+        dave.assert_served();
+    });
+}
+
 fn flood_chat(i: u64) -> String {
     let mut text = format!("flood {i:08} ");
     text.extend(std::iter::repeat_n('.', 256 - text.len()));

@@ -15,6 +15,12 @@ pub const MAX_HEIGHT: f32 = 10_000.0;
 const SPEED_SLACK_SECS: f64 = 0.1;
 /// A player hears RATE_LIMITED at most this often.
 const RATE_ERROR_INTERVAL: Duration = Duration::from_secs(1);
+/// Sustained abuse: the window over which a player's refused packets of one kind are counted.
+const ABUSE_WINDOW: Duration = Duration::from_secs(10);
+/// Sustained abuse: refusals of one kind within one [`ABUSE_WINDOW`] that end the session, in
+/// seconds' worth of the kind's rate. 80 = refused at 8 x the rate for the whole window, i.e. sent at
+/// 9 x the limit or more (protocol.md section 8, interpretation 40).
+const ABUSE_REFUSED_SECONDS: f32 = 80.0;
 
 /// Who a frame goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,6 +132,35 @@ struct Player {
     attacks: TokenBucket,
     pings: TokenBucket,
     rate_error_at: Option<Instant>,
+    /// Sustained-abuse windows, one per limited kind (MOVE, CHAT, ATTACK, PING).
+    abuse: [AbuseWindow; 4],
+}
+
+/// Refusals of one kind counted over a tumbling window that a refusal opens.
+#[derive(Clone, Copy, Debug, Default)]
+struct AbuseWindow {
+    opened_at: Option<Instant>,
+    refused: u32,
+}
+
+impl AbuseWindow {
+    /// Counts one refusal at `now`; true when the window holds `limit` of them.
+    fn refuse(&mut self, now: Instant, limit: u32) -> bool {
+        match self.opened_at {
+            Some(at) if now.saturating_duration_since(at) < ABUSE_WINDOW => self.refused += 1,
+            _ => {
+                self.opened_at = Some(now);
+                self.refused = 1;
+            }
+        }
+        self.refused >= limit
+    }
+}
+
+/// Refusals within one [`ABUSE_WINDOW`] that end a session for a kind limited to `rate`.
+fn abuse_limit(rate: crate::Rate) -> u32 {
+    // Rates are validated positive and finite; `as` saturates, and at least one refusal is needed.
+    ((rate.per_second * ABUSE_REFUSED_SECONDS).ceil() as u32).max(1)
 }
 
 impl Player {
@@ -290,8 +325,15 @@ impl World {
             let Packet::Hello { name } = packet else { unreachable!("kind is HELLO") };
             return self.join(now, session, name, out);
         };
-        if !self.take_token(id, kind, now, out) {
-            return Verdict::Continue;
+        match self.take_token(id, kind, now, out) {
+            Token::Taken => {}
+            Token::Refused => return Verdict::Continue,
+            Token::Abuse => {
+                // Sustained abuse: RATE_LIMITED, this time as the last frame (interpretation 40).
+                send_error(out, id.get(), ErrorCode::RateLimited);
+                self.close(session, out);
+                return Verdict::Close;
+            }
         }
         match packet {
             Packet::Move(claimed) => self.handle_move(now, id, claimed, out),
@@ -342,23 +384,27 @@ impl World {
         session.state = SessionState::Closed;
     }
 
-    fn take_token(&mut self, id: PlayerId, kind: PacketKind, now: Instant, out: &mut impl Outbox) -> bool {
+    fn take_token(&mut self, id: PlayerId, kind: PacketKind, now: Instant, out: &mut impl Outbox) -> Token {
         let limits = self.config.limits;
         let player = self.get_mut(id).expect("session's player exists");
-        let allowed = match kind {
-            PacketKind::Move => player.moves.try_take(limits.moves, now),
-            PacketKind::Chat => player.chats.try_take(limits.chats, now),
-            PacketKind::Attack => player.attacks.try_take(limits.attacks, now),
-            PacketKind::Ping => player.pings.try_take(limits.pings, now),
-            _ => true,
+        let (bucket, rate, window) = match kind {
+            PacketKind::Move => (&mut player.moves, limits.moves, 0),
+            PacketKind::Chat => (&mut player.chats, limits.chats, 1),
+            PacketKind::Attack => (&mut player.attacks, limits.attacks, 2),
+            PacketKind::Ping => (&mut player.pings, limits.pings, 3),
+            _ => return Token::Taken,
         };
-        if !allowed
-            && player.rate_error_at.is_none_or(|at| now.saturating_duration_since(at) >= RATE_ERROR_INTERVAL)
-        {
+        if bucket.try_take(rate, now) {
+            return Token::Taken;
+        }
+        if player.abuse[window].refuse(now, abuse_limit(rate)) {
+            return Token::Abuse;
+        }
+        if player.rate_error_at.is_none_or(|at| now.saturating_duration_since(at) >= RATE_ERROR_INTERVAL) {
             player.rate_error_at = Some(now);
             send_error(out, id.get(), ErrorCode::RateLimited);
         }
-        allowed
+        Token::Refused
     }
 
     fn spawn_point(&mut self) -> Position {
@@ -405,6 +451,7 @@ impl World {
             attacks: TokenBucket::full(limits.attacks, now),
             pings: TokenBucket::full(limits.pings, now),
             rate_error_at: None,
+            abuse: [AbuseWindow::default(); 4],
         });
         self.player_count += 1;
         session.state = SessionState::Playing(id);
@@ -609,6 +656,16 @@ impl World {
             self.relocate(now, target, spawn, &respawned, out);
         }
     }
+}
+
+/// What the rate limiter made of a packet.
+enum Token {
+    /// Within the limit: handle it.
+    Taken,
+    /// Over the limit: dropped (RATE_LIMITED already sent if due).
+    Refused,
+    /// Over the limit, and the sustained-abuse threshold is reached: end the session.
+    Abuse,
 }
 
 fn send_error(out: &mut impl Outbox, header_id: u32, code: ErrorCode) {

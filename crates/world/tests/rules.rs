@@ -777,6 +777,80 @@ fn move_limit_is_60_a_second_and_rate_limited_comes_at_most_once_a_second() {
     sim.check_views();
 }
 
+/// Sends MOVEs in place as `conn` at `per_second` for `secs` seconds (in 10 ms steps, draining
+/// `viewer` and checking it hears only MOVEs about the mover); returns the first Close verdict's time
+/// since the start, if any, and whether `conn` heard anything but RATE_LIMITED before it.
+fn flood_moves(
+    sim: &mut Sim,
+    conn: ConnIdx,
+    viewer: ConnIdx,
+    per_second: u32,
+    secs: u32,
+) -> Option<Duration> {
+    let at = sim.position(conn);
+    let id = sim.id(conn).get();
+    let per_step = per_second / 100;
+    for step in 0..secs * 100 {
+        for i in 0..per_step {
+            let claimed = Move::new(at.x, at.y, at.z, 0.0, step * per_step + i);
+            if sim.send(conn, 0, &Packet::Move(&claimed)) == Verdict::Close {
+                return Some(millis(10 * u64::from(step)));
+            }
+        }
+        let heard = sim.drain(viewer);
+        assert!(heard.iter().all(|(from, msg)| *from == id && matches!(msg, Msg::Move(_))), "{heard:?}");
+        for (from, msg) in sim.drain(conn) {
+            assert_eq!((from, msg.error_code()), (id, Some(ErrorCode::RateLimited.code())), "step {step}");
+        }
+        sim.advance(millis(10));
+    }
+    None
+}
+
+#[test]
+fn sustained_abuse_at_10x_the_move_limit_is_cut_with_rate_limited_and_viewers_get_leave() {
+    let mut sim = sim_with_spawn(500.0, 500.0);
+    let (a, alice) = sim.join("alice");
+    let (b, _) = sim.join("bob");
+    sim.drain_all();
+    // 600 MOVEs a second against 60/s: 540 refused a second; 80 x 60 = 4800 refusals within the
+    // 10 s window opened by the first one end the session, about 8.9 s in.
+    let cut = flood_moves(&mut sim, a, b, 600, 10).expect("10 x the MOVE limit for 10 s must disconnect");
+    assert!(cut > Duration::from_secs(8) && cut < Duration::from_secs(10), "cut after {cut:?}");
+    // The last frame is the (here fatal) RATE_LIMITED, even within a second of the previous one.
+    let frames = sim.drain(a);
+    assert_error(&frames, alice.get(), ErrorCode::RateLimited);
+    // Bob may still hear MOVEs accepted in the last step, then LEAVE.
+    let heard = sim.drain(b);
+    assert_eq!(heard.last(), Some(&(alice.get(), Msg::Leave)), "{heard:?}");
+    assert!(
+        heard[..heard.len() - 1]
+            .iter()
+            .all(|(from, msg)| *from == alice.get() && matches!(msg, Msg::Move(_)))
+    );
+    sim.assert_quiet_except(&[]);
+    assert!(sim.session(a).is_closed());
+    assert_eq!(sim.world.player_count(), 1);
+    assert_eq!(sim.send(a, 0, &Packet::Ping { payload: b"more" }), Verdict::Close);
+    sim.assert_quiet_except(&[]);
+    sim.check_views();
+}
+
+#[test]
+fn twice_the_move_limit_for_a_minute_only_gets_rate_limited() {
+    let mut sim = sim_with_spawn(500.0, 500.0);
+    let (a, _) = sim.join("alice");
+    let (b, _) = sim.join("bob");
+    sim.drain_all();
+    assert_eq!(flood_moves(&mut sim, a, b, 120, 60), None, "2 x the limit must not disconnect");
+    assert!(!sim.session(a).is_closed());
+    assert_eq!(sim.world.player_count(), 2);
+    // Still served: a PING is answered.
+    assert_eq!(sim.send(a, 0, &Packet::Ping { payload: b"ok" }), Verdict::Continue);
+    assert_eq!(sim.drain(a).len(), 1);
+    sim.check_views();
+}
+
 #[test]
 fn chat_limit_is_a_burst_of_10_then_5_a_second() {
     let mut sim = sim_with_spawn(500.0, 500.0);

@@ -209,7 +209,7 @@ impl EventLoop {
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%error, %peer, "set_nodelay failed");
             }
-            if !self.worker.take_place() {
+            if !self.worker.take_place(peer.ip()) {
                 self.worker.stats.accepted += 1;
                 // A fresh socket's send buffer is empty: the short frame goes out whole or not at all.
                 let _ = stream.write(self.worker.server_full_frame());

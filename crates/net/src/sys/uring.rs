@@ -659,7 +659,7 @@ impl UringLoop {
         if let Err(error) = sock.set_tcp_nodelay(true) {
             tracing::debug!(%error, %peer, "set_nodelay failed");
         }
-        if !self.worker.take_place() {
+        if !self.worker.take_place(peer.ip()) {
             self.refuse(socket, peer, now);
             return;
         }
