@@ -1,11 +1,13 @@
 //! gamewire's I/O layer: connections, per-client send queues and the event loops that move bytes
 //! between sockets and the sans-IO world.
 //!
-//! One [`Server`] runs one event loop that owns its listener, its connections, a buffer pool and the
-//! world. Bytes are read straight into a pool chunk and decoded in place; every frame the world
-//! produces is encoded once into pooled memory and queued, as a shared reference, for each recipient;
-//! each client is flushed once per loop turn with vectored writes. The backends live under `sys/`;
-//! see `sys/mod.rs` for the contract they all meet.
+//! A [`Server`] runs one event loop per worker (`ServerConfig::workers`), on io_uring or mio
+//! ([`IoBackend`]); each owns its listener, its connections and a buffer pool. With one worker the world
+//! lives inside its loop; with several it runs on a thread of its own, linked to every worker by SPSC
+//! rings (`world_thread`). Bytes are received straight into pool chunks and decoded in place; every
+//! frame the world produces is encoded once into pooled memory and queued, as a shared reference, for
+//! each recipient; each client is flushed with one vectored write or send per loop turn (or per
+//! `flush_interval`). The backends live under `sys/`; see `sys/mod.rs` for the contract they all meet.
 #![warn(missing_docs)]
 
 mod config;
