@@ -231,6 +231,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         accepted = stats.accepted,
         frames_in = stats.frames_in,
         frames_out = stats.frames_out,
+        writes = stats.writes,
         heap_fallbacks = stats.heap_fallbacks,
         read_pauses = stats.read_pauses,
         "stopped"
