@@ -637,7 +637,14 @@ impl UringLoop {
         } else {
             // SAFETY: a successful accept completion carries a new descriptor that nothing else owns.
             let socket = unsafe { OwnedFd::from_raw_fd(result) };
-            self.admit(socket, now);
+            if self.stopped_accepting {
+                // Accepted by the kernel between the shutdown request and the cancel taking effect:
+                // after `shut_down_all`, so it would never hear SHUTTING_DOWN. Closed at once instead.
+                self.worker.stats.accepted += 1;
+                drop(socket);
+            } else {
+                self.admit(socket, now);
+            }
         }
         if self.stopped_accepting {
             if !self.accept_armed {
