@@ -119,6 +119,17 @@ impl RunStats {
     }
 }
 
+/// Free chunks below which a pool counts as low: reading pauses until it recovers, so that the frames
+/// produced by what was read always find room.
+pub(crate) fn pool_reserve(pool: &Pool) -> usize {
+    (pool.chunk_count() / 16).max(4)
+}
+
+/// Whether `pool` has fewer free chunks than its [`pool_reserve`].
+pub(crate) fn pool_is_low(pool: &Pool) -> bool {
+    pool.free_chunks() < pool_reserve(pool)
+}
+
 /// What a loop does about shutdown requests this turn (see [`Worker::shutdown_step`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ShutdownStep {
@@ -460,7 +471,22 @@ impl<S> Worker<S> {
 
     /// Whether the pool holding outgoing frames (the world thread's, with a remote world) runs low.
     pub(crate) fn frame_pool_is_low(&self) -> bool {
-        self.frame_pool.free_chunks() < (self.frame_pool.chunk_count() / 16).max(4)
+        pool_is_low(&self.frame_pool)
+    }
+
+    /// Whether memory itself is short (this worker's pool or the one frames are encoded into), as
+    /// opposed to a backlog towards the world thread, which resolves itself: the sweep then cuts the
+    /// largest backlog ([`Self::relieve_pool_pressure`]).
+    pub(crate) fn under_memory_pressure(&self) -> bool {
+        pool_is_low(&self.pool) || self.frame_pool_is_low()
+    }
+
+    /// When the loop must wake at the latest: the next sweep, or the next flush falling due.
+    pub(crate) fn wake_at(&self, next_sweep: Instant) -> Instant {
+        match self.out.next_flush_due(self.config.flush_interval) {
+            Some(due) => next_sweep.min(due),
+            None => next_sweep,
+        }
     }
 
     /// Cuts off every client whose queue went over the hard limit. Cutting one off sends LEAVE to its

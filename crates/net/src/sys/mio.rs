@@ -12,7 +12,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::{READS_PER_TURN, SWEEP_INTERVAL};
 use crate::server::ShutdownState;
-use crate::worker::{Phase, RunStats, ShutdownStep, Worker};
+use crate::worker::{Phase, RunStats, ShutdownStep, Worker, pool_is_low, pool_reserve};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -79,12 +79,6 @@ impl EventLoop {
         })
     }
 
-    /// The pool is considered low below this many free chunks: reading stops until it recovers, so the
-    /// frames produced by what was read always find room.
-    fn pool_reserve(&self) -> usize {
-        (self.worker.pool.chunk_count() / 16).max(4)
-    }
-
     pub(crate) fn run(mut self) -> io::Result<RunStats> {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
@@ -92,10 +86,7 @@ impl EventLoop {
         let flush_interval = self.worker.config.flush_interval;
         loop {
             let now = Instant::now();
-            let mut wake_at = next_sweep;
-            if let Some(due) = self.worker.out.next_flush_due(flush_interval) {
-                wake_at = wake_at.min(due);
-            }
+            let wake_at = self.worker.wake_at(next_sweep);
             let mut timeout = if self.pending_reads.is_empty() || self.pool_is_low() {
                 wake_at.saturating_duration_since(now)
             } else {
@@ -149,7 +140,7 @@ impl EventLoop {
                 self.worker.sweep(now, pool_low && !self.pending_reads.is_empty());
                 // Memory pressure proper (not a backlog towards the world thread, which resolves
                 // itself): cut the largest backlog.
-                if self.worker.pool.free_chunks() < self.pool_reserve() || self.worker.frame_pool_is_low() {
+                if self.worker.under_memory_pressure() {
                     self.worker.relieve_pool_pressure(now);
                 }
                 while self.refused.front().is_some_and(|(_, until)| *until <= now) {
@@ -188,7 +179,7 @@ impl EventLoop {
     /// Whether reading must pause: the pool runs low, or (several workers) the way to the world is
     /// backed up.
     fn pool_is_low(&self) -> bool {
-        self.worker.pool.free_chunks() < self.pool_reserve() || self.worker.reads_blocked()
+        pool_is_low(&self.worker.pool) || self.worker.reads_blocked()
     }
 
     fn accept_all(&mut self, now: Instant) {
@@ -239,7 +230,7 @@ impl EventLoop {
     /// byte arriving later raises a new edge (tokio clears readiness on short reads for the same reason).
     /// `until_eof` turns this off when the peer has already closed, since no edge will follow its FIN.
     fn read(&mut self, token: usize, now: Instant, until_eof: bool) {
-        let reserve = self.pool_reserve();
+        let reserve = pool_reserve(&self.worker.pool);
         let blocked = self.worker.reads_blocked();
         for _ in 0..READS_PER_TURN {
             let Some(conn) = self.worker.conns.get_mut(token) else { return };

@@ -29,7 +29,7 @@ use socket2::SockRef;
 use super::SWEEP_INTERVAL;
 use crate::send_queue::MAX_IOVECS;
 use crate::server::ShutdownState;
-use crate::worker::{Phase, RunStats, ShutdownStep, Worker};
+use crate::worker::{Phase, RunStats, ShutdownStep, Worker, pool_is_low};
 
 /// Submission queue entries; the completion queue gets four times as many.
 pub(super) const SUBMISSION_ENTRIES: u32 = 4096;
@@ -429,8 +429,7 @@ impl UringLoop {
     /// ring's worth, counted in `RunStats::heap_fallbacks`). A larger margin was tried: it keeps too
     /// much of the pool from clients that do not read, and the pressure cut then stalls everyone.
     fn pool_is_low(&self) -> bool {
-        let reserve = (self.worker.pool.chunk_count() / 16).max(4);
-        self.worker.pool.free_chunks() < reserve || self.worker.reads_blocked()
+        pool_is_low(&self.worker.pool) || self.worker.reads_blocked()
     }
 
     /// Queues `entry`, submitting first if the submission queue is full.
@@ -474,10 +473,7 @@ impl UringLoop {
         let flush_interval = self.worker.config.flush_interval;
         loop {
             let now = Instant::now();
-            let mut wake_at = next_sweep;
-            if let Some(due) = self.worker.out.next_flush_due(flush_interval) {
-                wake_at = wake_at.min(due);
-            }
+            let wake_at = self.worker.wake_at(next_sweep);
             let wait = if !self.rearm.is_empty() && self.buffers.in_ring > 0 {
                 Duration::ZERO
             } else {
@@ -516,9 +512,7 @@ impl UringLoop {
                 self.worker.sweep(now, reads_paused);
                 // Memory pressure proper (not a backlog towards the world thread, which resolves
                 // itself): cut the largest backlog.
-                if self.worker.pool.free_chunks() < (self.worker.pool.chunk_count() / 16).max(4)
-                    || self.worker.frame_pool_is_low()
-                {
+                if self.worker.under_memory_pressure() {
                     self.worker.relieve_pool_pressure(now);
                 }
                 while self.refused.front().is_some_and(|(_, until)| *until <= now) {
