@@ -43,6 +43,10 @@ pub(crate) struct ServeArgs {
     /// Seconds a client may stay above the soft limit.
     #[arg(long, default_value = "5", value_parser = seconds, value_name = "SECONDS")]
     write_deadline: Duration,
+    /// Kernel send buffer per game connection (SO_SNDBUF), in bytes; 0 leaves it to the kernel's
+    /// autotuning (up to 4 MiB per connection that stops reading, unseen by the send limits).
+    #[arg(long, default_value_t = 64 << 10, value_name = "BYTES")]
+    socket_send_buffer: usize,
     /// Seconds to keep flushing to clients after SIGINT/SIGTERM before exiting anyway.
     #[arg(long, default_value = "10", value_parser = seconds, value_name = "SECONDS")]
     drain_timeout: Duration,
@@ -118,6 +122,7 @@ impl ServeArgs {
             send_soft_limit: self.send_soft_limit,
             send_hard_limit: self.send_hard_limit,
             write_deadline: self.write_deadline,
+            socket_send_buffer: self.socket_send_buffer,
             partial_frame_timeout: self.partial_frame_timeout,
             drain_timeout: self.drain_timeout,
             close_linger: defaults.close_linger,
@@ -200,6 +205,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_connections_per_ip = config.max_connections_per_ip,
         send_soft_limit = config.send_soft_limit,
         send_hard_limit = config.send_hard_limit,
+        socket_send_buffer = config.socket_send_buffer,
         "limits"
     );
     tracing::info!(

@@ -31,6 +31,12 @@ pub struct ServerConfig {
     pub send_hard_limit: usize,
     /// How long a client may stay above the soft limit.
     pub write_deadline: Duration,
+    /// The kernel send buffer of each game connection (SO_SNDBUF; the kernel doubles it for its
+    /// bookkeeping). 0 leaves it to the kernel's autotuning, which on Linux grows a buffer to 4 MiB for a
+    /// peer that stops reading: minutes of a game's traffic hidden from the send limits above, and up to
+    /// gigabytes of kernel memory across thousands of connections. The default, 64 KiB, holds seconds of
+    /// a player's traffic, far more than a healthy connection needs.
+    pub socket_send_buffer: usize,
     /// How long the bytes of an unfinished frame may wait for the rest (TIMEOUT).
     pub partial_frame_timeout: Duration,
     /// On shutdown, how long to keep flushing queued frames before exiting anyway.
@@ -84,6 +90,7 @@ impl Default for ServerConfig {
             send_soft_limit: 256 << 10,
             send_hard_limit: 1 << 20,
             write_deadline: Duration::from_secs(5),
+            socket_send_buffer: 64 << 10,
             partial_frame_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
             close_linger: Duration::from_secs(2),

@@ -180,7 +180,11 @@ impl Outbound {
             }
             return;
         }
-        queue.push(frame.clone(), self.soft_limit, self.now);
+        let frame = match queue.is_stalled() {
+            true => queue.copy_for_backlog(frame, &self.writer.pool).unwrap_or_else(|| frame.clone()),
+            false => frame.clone(),
+        };
+        queue.push(frame, self.soft_limit, self.now);
         self.deliveries += 1;
         self.mark_dirty(token);
     }

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::time::Instant;
 
-use gamewire_pool::PoolBytes;
+use gamewire_pool::{ChunkMut, Pool, PoolBytes};
 
 /// Most slices handed to one `writev`; Linux accepts 1024 (IOV_MAX), 64 covers a loop turn's frames for
 /// one client in practice and keeps the slice array on the stack small.
@@ -35,6 +35,11 @@ pub(crate) struct SendQueue {
     zerocopy_held: VecDeque<PoolBytes>,
     /// How many frames of `zerocopy_held` each unnotified zero-copy send holds, oldest first.
     zerocopy_batches: VecDeque<usize>,
+    /// The kernel refused bytes at the last attempt (a write that would block, or a send still in
+    /// flight when the next flush fell due), and the queue has not emptied since.
+    stalled: bool,
+    /// The chunk a stalled queue copies its new frames into (see [`Self::copy_for_backlog`]).
+    backlog: Option<ChunkMut>,
 }
 
 impl SendQueue {
@@ -61,6 +66,40 @@ impl SendQueue {
 
     pub(crate) fn over_soft_since(&self) -> Option<Instant> {
         self.over_soft_since
+    }
+
+    pub(crate) fn is_stalled(&self) -> bool {
+        self.stalled
+    }
+
+    /// The kernel took less than offered: the client is not keeping up, for now.
+    pub(crate) fn mark_stalled(&mut self) {
+        self.stalled = true;
+    }
+
+    /// A copy of `frame` in this queue's own backlog chunk, for a stalled queue: `None` when the pool
+    /// has no chunk to spare (the caller then queues the shared frame).
+    ///
+    /// A frame is carved from a chunk shared with every frame encoded around it, and keeps the whole
+    /// chunk alive while it waits. A client that reads on time holds its frames for a turn; one that
+    /// stopped reading would hold a chunk (4 KiB by default) for each 30-byte frame it sees, and a
+    /// player who sees a few neighbours sees frames spread over many chunks. Copying the frames of a
+    /// stalled client into chunks of its own bounds what it holds to the bytes it has queued (plus one
+    /// chunk), which is what the send limits count. The copy is the price of not keeping up; a client
+    /// that reads costs no copy.
+    pub(crate) fn copy_for_backlog(&mut self, frame: &[u8], pool: &Pool) -> Option<PoolBytes> {
+        let len = frame.len();
+        if len > pool.chunk_size() {
+            return None;
+        }
+        if self.backlog.as_ref().is_none_or(|chunk| chunk.remaining() < len) {
+            // Frames copied into the old chunk keep it alive until they are written.
+            self.backlog = pool.try_alloc();
+        }
+        let chunk = self.backlog.as_mut()?;
+        chunk.spare_mut()[..len].copy_from_slice(frame);
+        chunk.advance(len);
+        Some(chunk.freeze())
     }
 
     /// Queues `frame` unless the queue is sealed. O(1); allocates only when the queue grows beyond
@@ -163,6 +202,12 @@ impl SendQueue {
         if self.queued_bytes <= soft_limit {
             self.over_soft_since = None;
         }
+        if self.frames.is_empty() {
+            // Caught up: later frames are shared again, and the backlog chunk goes back once the
+            // frames copied into it are gone.
+            self.stalled = false;
+            self.backlog = None;
+        }
     }
 
     /// Writes as much as `write` takes, one vectored call per batch of [`MAX_IOVECS`] frames, until the
@@ -244,6 +289,45 @@ mod tests {
         assert_eq!(queue.over_soft_since(), Some(now));
         queue.consume(10, 15);
         assert_eq!(queue.over_soft_since(), None);
+    }
+
+    #[test]
+    fn a_stalled_queue_holds_copies_not_the_shared_chunks() {
+        let pool = Pool::new(gamewire_pool::PoolConfig { chunk_size: 64, chunk_count: 8 }).unwrap();
+        let now = Instant::now();
+        let mut queue = SendQueue::default();
+        // Four frames carved from four different shared chunks, as a player seeing a few neighbours
+        // gets them.
+        let shared: Vec<PoolBytes> = (0..4u8)
+            .map(|i| {
+                let mut chunk = pool.try_alloc().unwrap();
+                chunk.spare_mut()[..3].copy_from_slice(&[i; 3]);
+                chunk.advance(3);
+                chunk.freeze()
+            })
+            .collect();
+        assert_eq!(queue.copy_for_backlog(&[0; 65], &pool), None, "larger than a chunk");
+        queue.mark_stalled();
+        for frame in &shared {
+            let copy = queue.copy_for_backlog(frame, &pool).unwrap();
+            queue.push(copy, 1000, now);
+        }
+        drop(shared);
+        assert_eq!(pool.free_chunks(), 7, "the four frames share one backlog chunk; the others went back");
+        let mut wire = Vec::new();
+        queue
+            .flush_with(1000, |slices| {
+                let all: Vec<u8> = slices.iter().flat_map(|s| s.iter().copied()).collect();
+                wire.extend_from_slice(&all);
+                Ok(all.len())
+            })
+            .unwrap();
+        assert_eq!(wire, [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]);
+        assert!(!queue.is_stalled(), "an emptied queue is caught up");
+        assert_eq!(pool.free_chunks(), 8);
+        let all: Vec<ChunkMut> = std::iter::from_fn(|| pool.try_alloc()).collect();
+        assert_eq!(queue.copy_for_backlog(b"abc", &pool), None, "no chunk to spare");
+        drop(all);
     }
 
     #[test]

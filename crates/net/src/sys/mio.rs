@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use gamewire_pool::ChunkMut;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+use socket2::SockRef;
 
 use super::{READS_PER_TURN, SWEEP_INTERVAL};
 use crate::server::ShutdownState;
@@ -197,9 +198,7 @@ impl EventLoop {
                     return;
                 }
             };
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, %peer, "set_nodelay failed");
-            }
+            super::configure_accepted(SockRef::from(&stream), &self.worker.config, peer);
             if !self.worker.take_place(peer.ip()) {
                 self.worker.stats.accepted += 1;
                 // A fresh socket's send buffer is empty: the short frame goes out whole or not at all.
@@ -304,6 +303,7 @@ impl EventLoop {
                     }
                 }
                 Ok(false) => {
+                    queue.mark_stalled();
                     if !conn.wants_writable {
                         conn.wants_writable = true;
                         let interest = Interest::READABLE | Interest::WRITABLE;

@@ -3,7 +3,7 @@
 //!
 //! Every backend must:
 //! 1. accept until the kernel has no more pending connections, refuse beyond `max_connections` with
-//!    ERROR(SERVER_FULL), and set TCP_NODELAY on every accepted socket;
+//!    ERROR(SERVER_FULL), and set up every accepted socket with [`configure_accepted`];
 //! 2. receive into pool chunks and pass the bytes to `Worker::receive` in the order they arrived, and
 //!    stop receiving (backpressure, not loss) while the pool is low, resuming by itself once chunks
 //!    return (mio: stops reading; io_uring: holds consumed ring buffers back, which starves the ring);
@@ -23,6 +23,10 @@
 
 use std::time::Duration;
 
+use socket2::SockRef;
+
+use crate::ServerConfig;
+
 pub(crate) mod mio;
 pub(crate) mod mio_echo;
 #[cfg(target_os = "linux")]
@@ -35,3 +39,16 @@ pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Reads one connection may take per loop turn before others get their turn: fairness under floods.
 pub(crate) const READS_PER_TURN: usize = 16;
+
+/// Socket options of an accepted game connection: TCP_NODELAY (frames are small and latency matters;
+/// the send queues already batch what can be batched) and the configured send buffer.
+pub(crate) fn configure_accepted(socket: SockRef<'_>, config: &ServerConfig, peer: std::net::SocketAddr) {
+    if let Err(error) = socket.set_tcp_nodelay(true) {
+        tracing::debug!(%error, %peer, "set_nodelay failed");
+    }
+    if config.socket_send_buffer > 0
+        && let Err(error) = socket.set_send_buffer_size(config.socket_send_buffer)
+    {
+        tracing::debug!(%error, %peer, "setting SO_SNDBUF failed");
+    }
+}

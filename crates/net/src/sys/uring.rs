@@ -657,9 +657,7 @@ impl UringLoop {
             self.worker.stats.accepted += 1; // Reset before we got to it: counted, as mio does.
             return;
         };
-        if let Err(error) = sock.set_tcp_nodelay(true) {
-            tracing::debug!(%error, %peer, "set_nodelay failed");
-        }
+        super::configure_accepted(sock, &self.worker.config, peer);
         if !self.worker.take_place(peer.ip()) {
             self.refuse(socket, peer, now);
             return;
@@ -759,10 +757,16 @@ impl UringLoop {
         self.worker.out.take_due(now, delay, &mut due);
         let threshold = self.worker.config.send_zerocopy_threshold;
         for &token in &due {
-            if !self.worker.conns.contains(token) || self.ops[token].sending || self.ops[token].closing {
-                continue; // A send in flight marks the connection dirty again when it completes.
+            if self.ops.get(token).is_none_or(|ops| ops.closing) {
+                continue;
             }
-            let (conn, queue) = self.worker.conn_and_queue(token).expect("checked above");
+            let Some((conn, queue)) = self.worker.conn_and_queue(token) else { continue };
+            if self.ops[token].sending {
+                // The last send has not completed by the next flush: the socket is full. The send marks
+                // the connection dirty again when it completes.
+                queue.mark_stalled();
+                continue;
+            }
             if !queue.has_unwritten() {
                 if let Phase::Draining { write_shut: false, .. } = conn.phase {
                     shut_write(&self.ops[token]);
