@@ -793,3 +793,16 @@ impl TestServer {
         TestServer { addr, stop, thread: Some(thread) }
     }
 }
+
+/// [`base_config`] set up for one `backend` and worker count, or `None` (saying why on stderr) when this
+/// machine cannot run the backend: for tests too slow to run over the whole matrix of [`each_backend`].
+pub(crate) fn backend_config(backend: Backend, workers: usize) -> Option<ServerConfig> {
+    if let Some(reason) = backend.unavailable() {
+        eprintln!("--- backend {backend:?}: SKIPPED, {reason}");
+        return None;
+    }
+    let mut config = base_config();
+    backend.configure(&mut config);
+    config.workers = workers;
+    Some(config)
+}
