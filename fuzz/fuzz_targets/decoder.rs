@@ -146,7 +146,7 @@ fn make_decoder(direction: Direction, max_payload: u32, id_check: &IdCheck) -> F
     let mut decoder = FrameDecoder::new(direction, max_payload);
     match *id_check {
         IdCheck::Fresh => {}
-        IdCheck::Set(id) => decoder.set_player_id(id),
+        IdCheck::Set(id) => decoder.set_player_id(id).expect("nothing is buffered yet"),
         IdCheck::Skip => decoder.skip_player_id_check(),
     }
     assert_eq!(decoder.max_payload(), max_payload);

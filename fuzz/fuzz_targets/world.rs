@@ -605,12 +605,18 @@ impl Harness {
         let session = &self.sessions[conn];
         let c = &mut self.net.conns[conn];
         assert_eq!(verdict == Verdict::Close, session.is_closed(), "verdict {verdict:?} vs session");
-        if let Some(id) = session.player() {
-            // The I/O layer learns the id once the world has WELCOMEd the session.
-            if c.view.id == Some(id.get()) {
-                self.decoders[conn].set_player_id(id.get());
-            }
+        if let Some(id) = session.player()
+            && c.view.id == Some(id.get())
+            // The I/O layer learns the id once the world has WELCOMEd the session; a spoofed header
+            // buffered meanwhile is refused then, as the worker does on `Delivery::Bound`.
+            && let Err(error) = self.decoders[conn].set_player_id(id.get())
+        {
+            self.net.current = conn;
+            let verdict = self.world.fail(&mut self.sessions[conn], error.error_code(), &mut self.net);
+            self.after_call(conn, verdict);
+            return;
         }
+        let c = &mut self.net.conns[conn];
         if verdict == Verdict::Close && c.open {
             c.open = false;
             if let Some(id) = c.view.id {

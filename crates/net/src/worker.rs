@@ -289,7 +289,9 @@ impl<S> Worker<S> {
                                 && let Some(id) = conn.session.player()
                             {
                                 conn.player = Some(id);
-                                conn.decoder.set_player_id(id.get());
+                                // Nothing is buffered past the HELLO yet: the frames behind it are
+                                // decoded after this, with the id known.
+                                let _ = conn.decoder.set_player_id(id.get());
                                 out.bind(id, token);
                             }
                         }
@@ -420,8 +422,12 @@ impl<S> Worker<S> {
                     if let Some(c) = self.conns.get_mut(token)
                         && c.generation == conn.generation
                     {
-                        c.decoder.set_player_id(player_id);
                         c.bound = true;
+                        // A spoofed header that came behind the HELLO, before the id did, and whose
+                        // payload has not (or never will): refused now, as one worker refuses it.
+                        if let Err(error) = c.decoder.set_player_id(player_id) {
+                            self.fail(token, error.error_code(), now);
+                        }
                     }
                 }
                 Delivery::End(conn) => {

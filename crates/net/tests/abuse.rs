@@ -990,3 +990,36 @@ fn sustained_abuse_at_ten_times_a_limit_is_cut_within_the_window_and_twice_is_no
         }
     });
 }
+
+/// Protocol v1: SPOOFED_ID is decided "from the header alone" (interpretation 3), and interpretation 37
+/// says that with several workers a header right behind the HELLO is checked as soon as the worker
+/// learns the id. A spoofed header whose payload never comes must still get SPOOFED_ID at once, not
+/// TIMEOUT after the partial-frame deadline (it did with 2 and 4 workers).
+#[test]
+fn a_spoofed_header_right_behind_hello_is_spoofed_id_even_if_its_payload_never_comes() {
+    const PARTIAL: Duration = Duration::from_secs(2);
+    each_backend(|mut config| {
+        config.partial_frame_timeout = PARTIAL;
+        let server = TestServer::start(config);
+        let mut witnesses = join_witnesses(&server);
+        let witness_ids = [witnesses[0].id(), witnesses[1].id()];
+        let mut abuser = server.connect("abuser");
+        // HELLO, and in the same write the header of a MOVE claiming to be witness a.
+        let mut bytes = encode_frame_to_vec(0, &Packet::Hello { name: "abuser" });
+        bytes.extend(header_bytes(PacketKind::Move.id(), witness_ids[0], 20));
+        let sent_at = Instant::now();
+        abuser.send_raw(&bytes);
+        // WELCOME and the ENTERs come first: the HELLO is handled before the header behind it.
+        let error = abuser.expect_error(ErrorCode::SpoofedId);
+        let waited = sent_at.elapsed();
+        assert_eq!(error.player_id, abuser.id());
+        assert!(waited < PARTIAL, "SPOOFED_ID only after {waited:?}: it waited for the payload");
+        abuser.expect_eof();
+        let id = abuser.id();
+        for witness in &mut witnesses {
+            let frames = witness.through_leave(id);
+            assert_eq!(summary(&frames), [(PacketKind::Enter, id), (PacketKind::Leave, id)]);
+        }
+        assert_witnesses_served(&mut witnesses, "spoofed header behind HELLO");
+    });
+}

@@ -126,9 +126,23 @@ impl FrameDecoder {
 
     /// Sets the id the server assigned to this connection's player: from now on a header may carry 0 or
     /// this id, anything else is [`DecodeError::SpoofedId`]. Only for [`Direction::ToServer`].
-    pub fn set_player_id(&mut self, player_id: u32) {
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::SpoofedId`] when the header of an unfinished frame, buffered while the check was
+    /// off ([`Self::skip_player_id_check`]), carries another id: the frame is refused now, from its
+    /// header, as it would have been had the id been known when the header came (its payload may
+    /// never come). The error is sticky, like every decoding error.
+    pub fn set_player_id(&mut self, player_id: u32) -> Result<(), DecodeError> {
+        let was_checking = self.checks_player_id;
         self.own_player_id = player_id;
         self.checks_player_id = true;
+        if !was_checking && self.failed.is_none() && self.buffered_len() >= HEADER_LEN {
+            let header = *Header::ref_from_bytes(&self.partial[..HEADER_LEN])
+                .expect("the first 12 bytes form a header");
+            self.check(&header)?;
+        }
+        Ok(())
     }
 
     /// Leaves the header's `player_id` unchecked until [`Self::set_player_id`]: for a caller that
@@ -275,7 +289,7 @@ mod tests {
     /// A server-side decoder for a session whose player id is 1.
     fn session_decoder(max_payload: u32) -> FrameDecoder {
         let mut decoder = FrameDecoder::new(Direction::ToServer, max_payload);
-        decoder.set_player_id(1);
+        decoder.set_player_id(1).unwrap();
         decoder
     }
 
@@ -370,7 +384,7 @@ mod tests {
         assert_eq!(err, DecodeError::SpoofedId { player_id: 7 });
         assert_eq!(err.error_code(), ErrorCode::SpoofedId);
         let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
-        decoder.set_player_id(7);
+        decoder.set_player_id(7).unwrap();
         let mut bytes = encode_frame_to_vec(7, &Packet::Ping { payload: &[] });
         bytes.extend(encode_frame_to_vec(0, &Packet::Ping { payload: &[] }));
         bytes.extend_from_slice(zerocopy::IntoBytes::as_bytes(&crate::Header::new(3, 8, 20)));
@@ -388,6 +402,34 @@ mod tests {
     }
 
     #[test]
+    fn a_header_buffered_while_the_check_was_off_is_checked_when_the_id_comes() {
+        for (header_id, expected) in
+            [(8, Err(DecodeError::SpoofedId { player_id: 8 })), (7, Ok(())), (0, Ok(()))]
+        {
+            let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
+            decoder.skip_player_id_check();
+            // A header whose payload has not come (and may never).
+            let header = crate::Header::new(3, header_id, 20);
+            assert!(decoder.next_frame(&mut zerocopy::IntoBytes::as_bytes(&header)).unwrap().is_none());
+            assert_eq!(decoder.set_player_id(7), expected, "header id {header_id}");
+            if let Err(error) = expected {
+                assert_eq!(decoder.next_frame(&mut &[0u8; 20][..]).unwrap_err(), error, "sticky");
+            }
+        }
+        // Part of a header is not a header yet: checked when it completes, as always.
+        let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
+        decoder.skip_player_id_check();
+        let header = crate::Header::new(3, 8, 20);
+        let bytes = zerocopy::IntoBytes::as_bytes(&header);
+        assert!(decoder.next_frame(&mut &bytes[..5]).unwrap().is_none());
+        assert_eq!(decoder.set_player_id(7), Ok(()));
+        assert_eq!(
+            decoder.next_frame(&mut &bytes[5..]).unwrap_err(),
+            DecodeError::SpoofedId { player_id: 8 }
+        );
+    }
+
+    #[test]
     fn a_skipped_id_check_lets_any_id_through_until_the_id_is_set() {
         let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
         decoder.skip_player_id_check();
@@ -400,7 +442,7 @@ mod tests {
         assert_eq!(frame.header_bytes(), &bytes[..12], "the header as it came");
         assert_eq!(frame.payload(), b"x");
         assert_eq!(input.len(), bytes.len() - frame_len);
-        decoder.set_player_id(7); // checks again, against 7
+        decoder.set_player_id(7).unwrap(); // checks again, against 7
         assert!(decoder.next_frame(&mut input).unwrap().is_some());
         let spoofed = encode_frame_to_vec(42, &Packet::Ping { payload: &[] });
         assert_eq!(
