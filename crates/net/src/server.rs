@@ -119,6 +119,9 @@ pub struct Server {
     backend: IoBackend,
     pin: bool,
     prefault: bool,
+    /// Echo mode: connections each echo loop serves at once (they share no state, so each takes its
+    /// part of `max_connections`).
+    echo_cap: usize,
 }
 
 impl Server {
@@ -208,6 +211,7 @@ impl Server {
             backend,
             pin: config.pin_workers,
             prefault: config.prefault_pool,
+            echo_cap: config.max_connections.div_ceil(config.workers),
         })
     }
 
@@ -239,9 +243,9 @@ impl Server {
     ///
     /// An I/O error of an event loop itself (not of a connection: those only close the connection).
     pub fn run(self) -> Result<RunStats, ServerError> {
-        let Server { mut workers, world_thread, shutdown, pin, prefault, .. } = self;
+        let Server { mut workers, world_thread, shutdown, pin, prefault, echo_cap, .. } = self;
         let cpus = if pin { crate::topology::current_cpus().unwrap_or_default() } else { Vec::new() };
-        let settings = Arc::new(WorkerSettings { cpus, prefault, shutdown: shutdown.0 });
+        let settings = Arc::new(WorkerSettings { cpus, prefault, shutdown: shutdown.0, echo_cap });
         let mut stats = if workers.len() == 1 {
             run_worker(0, workers.pop().expect("one worker"), &settings)?
         } else {
@@ -284,6 +288,7 @@ struct WorkerSettings {
     cpus: Vec<usize>,
     prefault: bool,
     shutdown: Arc<ShutdownState>,
+    echo_cap: usize,
 }
 
 /// Pins the calling thread (if asked), touches its pool, builds worker `index`'s loop and runs it.
@@ -308,10 +313,11 @@ fn run_worker(index: usize, parts: WorkerParts, settings: &WorkerSettings) -> Re
         pool.prefault();
     }
     let shutdown = Arc::clone(&settings.shutdown);
+    let echo_cap = settings.echo_cap;
     Ok(match parts {
         WorkerParts::Mio { poll, listener, pool, worker } => match worker {
             Some(worker) => EventLoop::new(poll, listener, *worker, shutdown)?.run()?,
-            None => EchoLoop::new(poll, listener, pool, shutdown)?.run()?,
+            None => EchoLoop::new(poll, listener, pool, shutdown, echo_cap)?.run()?,
         },
         #[cfg(target_os = "linux")]
         WorkerParts::Uring { listener, pool, worker } => {
@@ -325,7 +331,8 @@ fn run_worker(index: usize, parts: WorkerParts, settings: &WorkerSettings) -> Re
                     crate::sys::uring::UringLoop::new(listener, *worker, shutdown, wake_fd)?.run()?
                 }
                 None => {
-                    crate::sys::uring_echo::UringEchoLoop::new(listener, &pool, shutdown, wake_fd)?.run()?
+                    crate::sys::uring_echo::UringEchoLoop::new(listener, &pool, shutdown, wake_fd, echo_cap)?
+                        .run()?
                 }
             }
         }

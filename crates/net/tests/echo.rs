@@ -9,11 +9,16 @@ use gamewire_net::{IoBackend, Server, ServerConfig, ServerError};
 /// An echo server on `io` with a 1 MiB pool, or `None` (with the reason printed) where the machine
 /// cannot run that backend.
 fn start(io: IoBackend) -> Option<Server> {
+    start_with(io, ServerConfig::default().max_connections)
+}
+
+fn start_with(io: IoBackend, max_connections: usize) -> Option<Server> {
     let config = ServerConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         pool_bytes: 1 << 20,
         echo: true,
         io,
+        max_connections,
         ..ServerConfig::default()
     };
     match Server::bind(config) {
@@ -79,6 +84,45 @@ fn a_client_that_half_closes_gets_the_rest_of_its_echo_then_end_of_stream() {
             received.len(),
             sent.len()
         );
+        stop.shutdown();
+        thread.join().unwrap().unwrap();
+    }
+}
+
+#[test]
+fn echo_mode_closes_connections_beyond_the_cap_and_keeps_echoing() {
+    for io in [IoBackend::Mio, IoBackend::Uring] {
+        let Some(server) = start_with(io, 3) else { continue };
+        let addr = server.local_addr();
+        let stop = server.shutdown_handle();
+        let thread = std::thread::spawn(move || server.run());
+        let echoes = |stream: &mut TcpStream, bytes: &[u8]| {
+            stream.write_all(bytes).unwrap();
+            let mut back = vec![0; bytes.len()];
+            stream.read_exact(&mut back).is_ok() && back == bytes
+        };
+        let mut served: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        for (i, stream) in served.iter_mut().enumerate() {
+            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            assert!(echoes(stream, format!("client {i}").as_bytes()), "{io:?}: client {i} is echoed");
+        }
+        let mut fourth = TcpStream::connect(addr).unwrap();
+        fourth.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = fourth.write_all(b"over the cap");
+        let mut buffer = [0u8; 16];
+        assert!(
+            matches!(fourth.read(&mut buffer), Ok(0) | Err(_)),
+            "{io:?}: a connection beyond the cap is closed, not echoed"
+        );
+        // One leaves: a newcomer takes its place, and the others were never disturbed.
+        drop(served.pop());
+        std::thread::sleep(Duration::from_millis(100));
+        let mut newcomer = TcpStream::connect(addr).unwrap();
+        newcomer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert!(echoes(&mut newcomer, b"newcomer"), "{io:?}: a place that came back is served");
+        for stream in &mut served {
+            assert!(echoes(stream, b"still here"), "{io:?}");
+        }
         stop.shutdown();
         thread.join().unwrap().unwrap();
     }

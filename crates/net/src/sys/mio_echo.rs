@@ -39,6 +39,13 @@ pub(crate) struct EchoLoop {
     conns: Slab<EchoConn>,
     shutdown: Arc<ShutdownState>,
     stats: RunStats,
+    /// Connections served at once; more are closed as they come.
+    max_connections: usize,
+    /// Accepting failed (out of descriptors): retried when a connection closes (the listener's edge
+    /// will not fire again for connections already waiting).
+    accept_paused: bool,
+    /// A connection closed since accepting paused: descriptors may be back.
+    closed_since_pause: bool,
 }
 
 impl std::fmt::Debug for EchoLoop {
@@ -53,9 +60,20 @@ impl EchoLoop {
         mut listener: TcpListener,
         pool: Pool,
         shutdown: Arc<ShutdownState>,
+        max_connections: usize,
     ) -> io::Result<Self> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        Ok(EchoLoop { poll, listener, pool, conns: Slab::new(), shutdown, stats: RunStats::default() })
+        Ok(EchoLoop {
+            poll,
+            listener,
+            pool,
+            conns: Slab::new(),
+            shutdown,
+            stats: RunStats::default(),
+            max_connections,
+            accept_paused: false,
+            closed_since_pause: false,
+        })
     }
 
     pub(crate) fn run(mut self) -> io::Result<RunStats> {
@@ -89,6 +107,11 @@ impl EchoLoop {
                 }
             }
             turn.clear();
+            if self.accept_paused && self.conns.len() < self.max_connections && self.closed_since_pause {
+                self.accept_paused = false;
+                self.closed_since_pause = false;
+                self.accept_all()?;
+            }
         }
         Ok(self.stats)
     }
@@ -97,8 +120,12 @@ impl EchoLoop {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
-                    let _ = stream.set_nodelay(true);
                     self.stats.accepted += 1;
+                    if self.conns.len() >= self.max_connections {
+                        drop(stream); // Echo mode has no protocol to say SERVER_FULL with.
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
                     let entry = self.conns.vacant_entry();
                     let token = Token(entry.key());
                     self.poll.registry().register(&mut stream, token, Interest::READABLE)?;
@@ -113,7 +140,8 @@ impl EchoLoop {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
-                    tracing::warn!(%error, "accept failed");
+                    tracing::warn!(%error, "accept failed; paused until a connection closes");
+                    self.accept_paused = true;
                     return Ok(());
                 }
             }
@@ -187,6 +215,7 @@ impl EchoLoop {
         if closed {
             let mut conn = self.conns.remove(token);
             let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.closed_since_pause = self.accept_paused;
             return false;
         }
         again

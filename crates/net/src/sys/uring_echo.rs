@@ -53,6 +53,10 @@ pub(crate) struct UringEchoLoop {
     max_pending: usize,
     completions: Vec<(u64, i32, u32)>,
     stats: RunStats,
+    /// Connections served at once; more are closed as they come.
+    max_connections: usize,
+    /// Accepting failed (out of descriptors): re-armed when a connection closes.
+    accept_paused: bool,
 }
 
 impl std::fmt::Debug for UringEchoLoop {
@@ -68,6 +72,7 @@ impl UringEchoLoop {
         pool: &Pool,
         shutdown: Arc<ShutdownState>,
         wake_fd: RawFd,
+        max_connections: usize,
     ) -> io::Result<Self> {
         let ring = build_ring()?;
         let count = BufferRing::size_for(pool.chunk_count(), 0);
@@ -89,14 +94,20 @@ impl UringEchoLoop {
             max_pending: (count / 8).max(2),
             completions: Vec::with_capacity(SUBMISSION_ENTRIES as usize * 4),
             stats: RunStats::default(),
+            max_connections,
+            accept_paused: false,
         };
-        let accept = opcode::AcceptMulti::new(Fd(event_loop.listener.as_raw_fd()))
+        event_loop.arm_accept();
+        event_loop.arm_wake();
+        Ok(event_loop)
+    }
+
+    fn arm_accept(&mut self) {
+        let accept = opcode::AcceptMulti::new(Fd(self.listener.as_raw_fd()))
             .flags(libc::SOCK_CLOEXEC)
             .build()
             .user_data(user_data(Op::Accept, 0));
-        event_loop.push(accept);
-        event_loop.arm_wake();
-        Ok(event_loop)
+        self.push(accept);
     }
 
     fn push(&mut self, entry: squeue::Entry) {
@@ -179,8 +190,12 @@ impl UringEchoLoop {
                 if result >= 0 {
                     // SAFETY: a successful accept completion carries a new descriptor nobody owns.
                     let socket = unsafe { OwnedFd::from_raw_fd(result) };
-                    let _ = socket2::SockRef::from(&socket).set_tcp_nodelay(true);
                     self.stats.accepted += 1;
+                    if self.conns.len() >= self.max_connections {
+                        drop(socket); // Echo mode has no protocol to say SERVER_FULL with.
+                        return;
+                    }
+                    let _ = socket2::SockRef::from(&socket).set_tcp_nodelay(true);
                     let token = self.conns.insert(EchoConn {
                         socket,
                         receiving: false,
@@ -192,14 +207,14 @@ impl UringEchoLoop {
                     });
                     self.arm_receive(token);
                 } else {
-                    tracing::warn!(error = %io::Error::from_raw_os_error(-result), "accept failed");
+                    // EMFILE and the like: re-arming at once would fail at once, in a loop. The pending
+                    // connection waits in the backlog until a connection closes.
+                    tracing::warn!(error = %io::Error::from_raw_os_error(-result), "accept failed; paused");
+                    self.accept_paused = !more;
+                    return;
                 }
                 if !more {
-                    let accept = opcode::AcceptMulti::new(Fd(self.listener.as_raw_fd()))
-                        .flags(libc::SOCK_CLOEXEC)
-                        .build()
-                        .user_data(user_data(Op::Accept, 0));
-                    self.push(accept);
+                    self.arm_accept();
                 }
             }
             Some(Op::Receive) => self.received(token, result, flags, more),
@@ -296,6 +311,10 @@ impl UringEchoLoop {
         }
         let mut conn = self.conns.remove(token);
         conn.pending.clear_and_return(&mut self.buffers);
+        if self.accept_paused {
+            self.accept_paused = false;
+            self.arm_accept();
+        }
     }
 }
 
