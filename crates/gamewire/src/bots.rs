@@ -79,6 +79,15 @@ pub(crate) struct Summary {
     pub(crate) connect_failures: u64,
     /// Sends skipped because the server had stopped reading and 1 MiB was already waiting.
     pub(crate) send_stalls: u64,
+    /// MOVEs about another player whose `client_time` was not after the previous one received about
+    /// that player (since its ENTER): delivered out of order, or twice.
+    pub(crate) moves_reordered: u64,
+    /// MOVEs about another player that never arrived, inferred from gaps in its `client_time`s: every
+    /// bot sends one each period, so a gap of n periods means n - 1 lost.
+    pub(crate) moves_missing: u64,
+    /// Corrections received: MOVEs of the bots themselves the server refused. A refused MOVE is not
+    /// relayed, so each also shows up in `moves_missing` at the bots that see the mover.
+    pub(crate) corrections: u64,
     pub(crate) latency_us: LatencySummary,
 }
 
@@ -110,8 +119,42 @@ struct Bot {
     z: f32,
     home: (f32, f32),
     heading: f32,
-    /// Players in view: (id, x, z).
-    seen: Vec<(u32, f32, f32)>,
+    /// Players in view, in ENTER order (a handful each: a linear search beats hashing).
+    seen: Vec<Seen>,
+}
+
+/// A player in a bot's view.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    id: u32,
+    x: f32,
+    z: f32,
+    /// `client_time` of the last MOVE received about it since its ENTER.
+    last_client_time: Option<u32>,
+}
+
+/// What a MOVE's `client_time` says about delivery, against the previous one about the same player.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Delivery {
+    /// The next one, a period later (give or take half a period).
+    InOrder,
+    /// Not after the previous one: out of order, or a duplicate.
+    Reordered,
+    /// After the previous one by this many periods too many: that many MOVEs never arrived.
+    Missing(u64),
+}
+
+/// Classifies a MOVE stamped `current` that follows one stamped `previous` from a sender that stamps
+/// one every `period_us`. Stamps are CLOCK_MONOTONIC µs truncated to u32, so they are compared modulo
+/// 2^32 (a difference of up to 35 minutes either way is read correctly).
+fn classify_delivery(previous: u32, current: u32, period_us: u64) -> Delivery {
+    let gap = current.wrapping_sub(previous);
+    if gap as i32 <= 0 {
+        return Delivery::Reordered;
+    }
+    let (gap, period) = (u64::from(gap), period_us.max(1));
+    // More than 1.5 periods: rounding to whole periods absorbs the jitter of the sender's clock reads.
+    if 2 * gap > 3 * period { Delivery::Missing((gap + period / 2) / period - 1) } else { Delivery::InOrder }
 }
 
 /// Parameters learned from WELCOME.
@@ -133,6 +176,9 @@ struct Counters {
     disconnects: u64,
     connect_failures: u64,
     send_stalls: u64,
+    moves_reordered: u64,
+    moves_missing: u64,
+    corrections: u64,
     latency: Histogram<u64>,
 }
 
@@ -145,6 +191,9 @@ impl Counters {
             disconnects: 0,
             connect_failures: 0,
             send_stalls: 0,
+            moves_reordered: 0,
+            moves_missing: 0,
+            corrections: 0,
             latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
         }
     }
@@ -174,6 +223,10 @@ fn print_human(summary: &Summary) {
     println!(
         "MOVE delivery latency: p50 {} us, p99 {} us, p99.9 {} us, max {} us ({} samples)",
         l.p50, l.p99, l.p999, l.max, l.samples
+    );
+    println!(
+        "MOVEs about others: {} reordered, {} missing; corrections received {}",
+        summary.moves_reordered, summary.moves_missing, summary.corrections
     );
     println!(
         "errors {} {:?}, disconnects {}, connect failures {}",
@@ -214,6 +267,8 @@ pub(crate) fn simulate(args: &BotsArgs) -> anyhow::Result<Summary> {
     let mut counters = Counters::new();
     let mut measuring = false;
     let mut buffer = vec![0u8; 64 << 10];
+    // The MOVE period of every bot of this process: the gap expected between two MOVEs of one sender.
+    let period = (1e6 / args.move_hz) as u64;
     let progress = progress_bar(args);
 
     loop {
@@ -253,7 +308,7 @@ pub(crate) fn simulate(args: &BotsArgs) -> anyhow::Result<Summary> {
                 flush(bot, &poll, &mut counters);
             }
             if event.is_readable() || event.is_read_closed() {
-                let welcomed = read(bot, &mut buffer, &mut world, &mut counters);
+                let welcomed = read(bot, &mut buffer, &mut world, period, &mut counters);
                 if welcomed {
                     schedule_play(args, index, monotonic_micros(), &mut rng, &mut schedule);
                 }
@@ -294,6 +349,9 @@ pub(crate) fn simulate(args: &BotsArgs) -> anyhow::Result<Summary> {
         disconnects: counters.disconnects,
         connect_failures: counters.connect_failures,
         send_stalls: counters.send_stalls,
+        moves_reordered: counters.moves_reordered,
+        moves_missing: counters.moves_missing,
+        corrections: counters.corrections,
         latency_us: LatencySummary::from_histogram(&counters.latency),
     })
 }
@@ -381,8 +439,8 @@ fn act(
             let in_range: Vec<u32> = bot
                 .seen
                 .iter()
-                .filter(|(_, x, z)| ((x - origin.0).powi(2) + (z - origin.1).powi(2)).sqrt() <= range)
-                .map(|(id, ..)| *id)
+                .filter(|seen| (seen.x - origin.0).hypot(seen.z - origin.1) <= range)
+                .map(|seen| seen.id)
                 .collect();
             if !in_range.is_empty() {
                 let target_id = in_range[rng.usize(..in_range.len())];
@@ -486,8 +544,15 @@ fn disconnect(bot: &mut Bot, poll: &Poll, counters: &mut Counters) {
     bot.state = State::Gone;
 }
 
-/// Reads everything available; returns whether this read brought the bot's WELCOME.
-fn read(bot: &mut Bot, buffer: &mut [u8], world: &mut WorldInfo, counters: &mut Counters) -> bool {
+/// Reads everything available; returns whether this read brought the bot's WELCOME. `period` is the
+/// senders' MOVE period, µs.
+fn read(
+    bot: &mut Bot,
+    buffer: &mut [u8],
+    world: &mut WorldInfo,
+    period: u64,
+    counters: &mut Counters,
+) -> bool {
     let mut welcomed = false;
     loop {
         let Some(stream) = &mut bot.stream else { return welcomed };
@@ -541,21 +606,39 @@ fn read(bot: &mut Bot, buffer: &mut [u8], world: &mut WorldInfo, counters: &mut 
                     };
                     welcomed = true;
                 }
-                Ok(Packet::Enter { head, .. }) => bot.seen.push((about, head.x.get(), head.z.get())),
-                Ok(Packet::Leave) => bot.seen.retain(|(id, ..)| *id != about),
+                Ok(Packet::Enter { head, .. }) => bot.seen.push(Seen {
+                    id: about,
+                    x: head.x.get(),
+                    z: head.z.get(),
+                    last_client_time: None,
+                }),
+                Ok(Packet::Leave) => bot.seen.retain(|seen| seen.id != about),
                 Ok(Packet::Move(m)) if about == bot.id => {
-                    // A correction (or a respawn): the server's position is the truth.
+                    // A correction (or a respawn, client_time 0): the server's position is the truth.
+                    if m.client_time.get() != 0 {
+                        counters.corrections += 1;
+                    }
                     bot.x = m.x.get();
                     bot.z = m.z.get();
                 }
                 Ok(Packet::Move(m)) => {
-                    if let Some(entry) = bot.seen.iter_mut().find(|(id, ..)| *id == about) {
-                        entry.1 = m.x.get();
-                        entry.2 = m.z.get();
+                    let stamp = m.client_time.get();
+                    if let Some(entry) = bot.seen.iter_mut().find(|seen| seen.id == about) {
+                        entry.x = m.x.get();
+                        entry.z = m.z.get();
+                        if stamp == 0 {
+                            // The server's own MOVE (a respawn): the sender's sequence starts afresh.
+                            entry.last_client_time = None;
+                        } else if let Some(previous) = entry.last_client_time.replace(stamp) {
+                            match classify_delivery(previous, stamp, period) {
+                                Delivery::Reordered => counters.moves_reordered += 1,
+                                Delivery::Missing(n) => counters.moves_missing += n,
+                                Delivery::InOrder => {}
+                            }
+                        }
                     }
-                    let latency = latency_micros(m.client_time.get(), now);
-                    if m.client_time.get() != 0 {
-                        let _ = counters.latency.record(u64::from(latency).max(1));
+                    if stamp != 0 {
+                        let _ = counters.latency.record(u64::from(latency_micros(stamp, now)).max(1));
                     }
                 }
                 Ok(Packet::Error { code, .. }) => {
@@ -564,5 +647,51 @@ fn read(bot: &mut Bot, buffer: &mut [u8], world: &mut WorldInfo, counters: &mut 
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PERIOD: u64 = 100_000;
+
+    #[test]
+    fn consecutive_moves_are_in_order() {
+        assert_eq!(classify_delivery(1_000, 101_000, PERIOD), Delivery::InOrder);
+        // The sender's stamps are exact multiples of the period apart; anything up to 1.5 is one.
+        assert_eq!(classify_delivery(1_000, 151_000, PERIOD), Delivery::InOrder);
+        assert_eq!(classify_delivery(1_000, 1_001, PERIOD), Delivery::InOrder);
+    }
+
+    #[test]
+    fn gaps_count_the_moves_lost() {
+        assert_eq!(classify_delivery(1_000, 151_001, PERIOD), Delivery::Missing(1));
+        assert_eq!(classify_delivery(1_000, 201_000, PERIOD), Delivery::Missing(1));
+        assert_eq!(classify_delivery(1_000, 301_000, PERIOD), Delivery::Missing(2));
+        assert_eq!(classify_delivery(0, 1_000_000, PERIOD), Delivery::Missing(9));
+        // Rounded to the nearest period.
+        assert_eq!(classify_delivery(0, 249_999, PERIOD), Delivery::Missing(1));
+        assert_eq!(classify_delivery(0, 250_000, PERIOD), Delivery::Missing(2));
+    }
+
+    #[test]
+    fn stamps_not_after_the_previous_are_reordered() {
+        assert_eq!(classify_delivery(500_000, 400_000, PERIOD), Delivery::Reordered);
+        assert_eq!(classify_delivery(500_000, 500_000, PERIOD), Delivery::Reordered, "a duplicate");
+        assert_eq!(classify_delivery(500_000, 0, PERIOD), Delivery::Reordered);
+    }
+
+    #[test]
+    fn the_u32_wrap_is_not_a_reorder() {
+        let before_wrap = u32::MAX - 30_000;
+        let after_wrap = before_wrap.wrapping_add(100_000);
+        assert!(after_wrap < before_wrap);
+        assert_eq!(classify_delivery(before_wrap, after_wrap, PERIOD), Delivery::InOrder);
+        assert_eq!(
+            classify_delivery(before_wrap, before_wrap.wrapping_add(300_000), PERIOD),
+            Delivery::Missing(2)
+        );
+        assert_eq!(classify_delivery(after_wrap, before_wrap, PERIOD), Delivery::Reordered);
     }
 }

@@ -1,7 +1,7 @@
 //! CI smoke of the benchmark: `gamewire bots` against each of the three servers for a few seconds
-//! (frames delivered, no protocol ERROR, no disconnect), and one `gamewire bench --quick` whose
-//! results.json must hold the figures. Only 127.0.0.1; every child is killed when dropped. No timing
-//! is asserted: performance is the bench's business, not a test's.
+//! (frames delivered, no protocol ERROR, no disconnect, every MOVE in order and none lost), and one
+//! `gamewire bench --quick` whose results.json must hold the figures. Only 127.0.0.1; every child is
+//! killed when dropped. No timing is asserted: performance is the bench's business, not a test's.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -87,6 +87,10 @@ fn check_delivery(server: &str, summary: &Value) {
     assert_eq!(field("error_total"), 0, "{server}: protocol ERRORs: {summary}");
     assert_eq!(field("disconnects"), 0, "{server}: disconnects: {summary}");
     assert_eq!(field("welcomed"), 50, "{server}: not every bot was welcomed: {summary}");
+    // Every server relays each sender's MOVEs in order and drops none of an honest bot's (a slow
+    // recipient is cut off, which the disconnect count above would show).
+    assert_eq!(field("moves_reordered"), 0, "{server}: MOVEs out of order: {summary}");
+    assert_eq!(field("moves_missing"), 0, "{server}: MOVEs lost: {summary}");
 }
 
 #[test]
