@@ -1,0 +1,59 @@
+//! Shared harness of the binary's integration tests: child processes that are killed when dropped, a
+//! free port on 127.0.0.1, and starting `gamewire serve` (or a baseline) until it accepts connections.
+// Each test binary uses a different part of the harness.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `gamewire` binary under test.
+pub(crate) const GAMEWIRE: &str = env!("CARGO_BIN_EXE_gamewire");
+
+/// A child process killed and reaped on drop.
+pub(crate) struct Killed(pub(crate) Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An address on 127.0.0.1 that was free a moment ago.
+pub(crate) fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr")
+}
+
+/// Starts `program args` (which must listen on `addr`) with its output discarded, and waits up to 10 s
+/// until it accepts connections. `None` when it exits first (e.g. `--io uring` on a kernel without
+/// io_uring): the caller says what it skips.
+pub(crate) fn start_listening(program: &Path, args: &[String], addr: SocketAddr) -> Option<Killed> {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    let mut server = Killed(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if let Ok(Some(_)) = server.0.try_wait() {
+            return None;
+        }
+        assert!(Instant::now() < deadline, "{} did not accept connections within 10 s", program.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(server)
+}
+
+/// Resident memory of process `pid` in bytes (VmRSS), if it is still running.
+pub(crate) fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
