@@ -244,6 +244,20 @@ mod tests {
         PoolBytes::from_vec(bytes.to_vec())
     }
 
+    /// Flushes `queue` into a socket that takes everything; returns the bytes written.
+    fn flush_all(queue: &mut SendQueue) -> Vec<u8> {
+        let mut wire = Vec::new();
+        let done = queue
+            .flush_with(1000, |slices| {
+                let all: Vec<u8> = slices.iter().flat_map(|s| s.iter().copied()).collect();
+                wire.extend_from_slice(&all);
+                Ok(all.len())
+            })
+            .unwrap();
+        assert!(done);
+        wire
+    }
+
     #[test]
     fn partial_writes_resume_where_they_stopped() {
         let now = Instant::now();
@@ -314,14 +328,7 @@ mod tests {
         }
         drop(shared);
         assert_eq!(pool.free_chunks(), 7, "the four frames share one backlog chunk; the others went back");
-        let mut wire = Vec::new();
-        queue
-            .flush_with(1000, |slices| {
-                let all: Vec<u8> = slices.iter().flat_map(|s| s.iter().copied()).collect();
-                wire.extend_from_slice(&all);
-                Ok(all.len())
-            })
-            .unwrap();
+        let wire = flush_all(&mut queue);
         assert_eq!(wire, [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]);
         assert!(!queue.is_stalled(), "an emptied queue is caught up");
         assert_eq!(pool.free_chunks(), 8);
@@ -343,14 +350,7 @@ mod tests {
         queue.push(frame(b"ERR"), 1000, now);
         queue.seal();
         queue.push(frame(b"late"), 1000, now);
-        let mut wire = Vec::new();
-        queue
-            .flush_with(1000, |slices| {
-                let all: Vec<u8> = slices.iter().flat_map(|s| s.iter().copied()).collect();
-                wire.extend_from_slice(&all);
-                Ok(all.len())
-            })
-            .unwrap();
+        let wire = flush_all(&mut queue);
         assert_eq!(wire, b"cdERR");
     }
 }
