@@ -1,4 +1,5 @@
-//! `gamewire bots`: many simulated players over real TCP from one thread, open-loop.
+//! `gamewire bots`: many simulated players over real TCP from one thread, open-loop; with `--chaos`,
+//! some of them misbehave at random and reconnect.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -8,7 +9,8 @@ use std::time::Duration;
 
 use clap::Args;
 use gamewire_proto::{
-    Direction, ErrorCode, FrameDecoder, Move, Packet, PacketKind, SERVER_PAYLOAD_MAX, encode_frame_to_vec,
+    Direction, ErrorCode, FrameDecoder, Move, Packet, PacketKind, RawFrame, SERVER_PAYLOAD_MAX,
+    encode_frame_to_vec,
 };
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
@@ -16,6 +18,7 @@ use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
 
 use crate::bench::report::LatencySummary;
+use crate::chaos::{Answer, ChaosSummary, Expected, Misdeed};
 use crate::clock::{client_time, latency_micros, monotonic_micros};
 
 #[derive(Debug, Clone, Args)]
@@ -60,13 +63,29 @@ pub(crate) struct BotsArgs {
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     pub(crate) seed: u64,
+    /// Soak mode: --chaos-fraction of the bots play like the others but, every --chaos-interval
+    /// seconds on average, misbehave: disconnect abruptly (FIN or RST), stop reading for a while, or
+    /// send what protocol v1 refuses (a malformed, spoofed, oversized or unknown frame, garbage, a
+    /// second HELLO, half a frame, a teleport, NaN, a burst over the rate limit), then reconnect once
+    /// the server has answered and closed. The summary's other figures are the honest bots' alone.
+    #[arg(long)]
+    pub(crate) chaos: bool,
+    /// Fraction of the bots that misbehave with --chaos.
+    #[arg(long, default_value_t = 0.1)]
+    pub(crate) chaos_fraction: f64,
+    /// Mean seconds between two misdeeds of one chaos bot (each waits uniformly 0.5-1.5 times this
+    /// after the server answered the previous one, or after it came back).
+    #[arg(long, default_value_t = 3.0)]
+    pub(crate) chaos_interval: f64,
 }
 
-/// What one run measured (after the warm-up).
+/// What one run measured (after the warm-up). With --chaos, everything but `frames_received`,
+/// `received` and `sent` (the server's work) is about the honest bots only; `chaos` is about the others.
 #[derive(Debug, Default, Serialize)]
 pub(crate) struct Summary {
     pub(crate) bots: usize,
     pub(crate) connected: usize,
+    /// Bots that received a WELCOME at least once.
     pub(crate) welcomed: usize,
     pub(crate) duration_seconds: f64,
     pub(crate) sent: BTreeMap<&'static str, u64>,
@@ -89,7 +108,20 @@ pub(crate) struct Summary {
     /// relayed, so each also shows up in `moves_missing` at the bots that see the mover.
     pub(crate) corrections: u64,
     pub(crate) latency_us: LatencySummary,
+    /// With --chaos: what the misbehaving bots did and how the server answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) chaos: Option<ChaosSummary>,
 }
+
+/// Name prefix of honest bots. A bot tells from the name in ENTER whether another player's MOVEs
+/// count in the delivery figures (a chaos bot's bursts and refused MOVEs would spoil them).
+const HONEST_PREFIX: &str = "bot";
+/// Name prefix of chaos bots.
+const CHAOS_PREFIX: &str = "chaos";
+/// Protocol v1 sends RATE_LIMITED at most once a second per player; µs, with 10 % to spare.
+const RATE_ERROR_INTERVAL_US: u64 = 1_100_000;
+/// How long a chaos bot waits after a fatal ERROR for the server to close the connection, µs.
+const CLOSE_WAIT_US: u64 = 5_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Action {
@@ -97,13 +129,27 @@ enum Action {
     Move,
     Chat,
     Attack,
+    /// A chaos bot's next misdeed.
+    Misbehave,
+    /// A stalled chaos bot reads again.
+    Resume,
+    /// The answer to a chaos bot's misdeed is late.
+    AnswerDeadline,
+    /// The server has not closed a chaos bot's connection after a fatal ERROR.
+    CloseDeadline,
 }
+
+/// Actions by due time: (due µs, action, bot index, the bot's session the action belongs to).
+type Schedule = BinaryHeap<Reverse<(u64, Action, usize, u32)>>;
 
 #[derive(Debug, PartialEq)]
 enum State {
     Idle,
     Connecting,
     Playing,
+    /// A chaos bot's session that the server must end (a fatal misdeed sent or a fatal ERROR
+    /// received): nothing more is sent on it.
+    Finished,
     Gone,
 }
 
@@ -121,6 +167,47 @@ struct Bot {
     heading: f32,
     /// Players in view, in ENTER order (a handful each: a linear search beats hashing).
     seen: Vec<Seen>,
+    /// Connections opened so far: a scheduled action of an earlier one is void.
+    session: u32,
+    welcomed_once: bool,
+    /// `Some` for a chaos bot.
+    chaos: Option<ChaosState>,
+}
+
+impl Bot {
+    fn new(heading: f32) -> Bot {
+        Bot {
+            stream: None,
+            state: State::Idle,
+            decoder: FrameDecoder::new(Direction::ToClient, SERVER_PAYLOAD_MAX),
+            pending: Vec::new(),
+            id: 0,
+            x: 0.0,
+            z: 0.0,
+            home: (0.0, 0.0),
+            heading,
+            seen: Vec::new(),
+            session: 0,
+            welcomed_once: false,
+            chaos: None,
+        }
+    }
+
+    fn is_stalled(&self) -> bool {
+        self.chaos.as_ref().is_some_and(|chaos| chaos.stalled)
+    }
+
+    /// Forgets everything about the previous connection, before a new one.
+    fn start_session(&mut self) {
+        self.session += 1;
+        self.decoder = FrameDecoder::new(Direction::ToClient, SERVER_PAYLOAD_MAX);
+        self.pending.clear();
+        self.id = 0;
+        self.seen.clear();
+        if let Some(chaos) = &mut self.chaos {
+            *chaos = ChaosState::default();
+        }
+    }
 }
 
 /// A player in a bot's view.
@@ -131,6 +218,30 @@ struct Seen {
     z: f32,
     /// `client_time` of the last MOVE received about it since its ENTER.
     last_client_time: Option<u32>,
+    /// An honest bot of this process (by its name): its MOVEs count in the delivery figures.
+    honest: bool,
+}
+
+/// The misbehaviour of a chaos bot in its current session.
+#[derive(Debug, Default)]
+struct ChaosState {
+    /// The misdeed whose answer is awaited.
+    pending: Option<Pending>,
+    /// Not reading (a slow consumer) until its Resume action.
+    stalled: bool,
+    /// A fatal ERROR arrived: the server must send nothing more and close.
+    fatal_received: bool,
+    /// When the last RATE_LIMITED arrived, µs.
+    rate_limited_at: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    misdeed: Misdeed,
+    /// The client_time of its MOVE, which a correction carries back.
+    stamp: u32,
+    /// When its AnswerDeadline (or, for a stall, its Resume) is due.
+    deadline: u64,
 }
 
 /// What a MOVE's `client_time` says about delivery, against the previous one about the same player.
@@ -180,6 +291,7 @@ struct Counters {
     moves_missing: u64,
     corrections: u64,
     latency: Histogram<u64>,
+    chaos: ChaosSummary,
 }
 
 impl Counters {
@@ -195,6 +307,7 @@ impl Counters {
             moves_missing: 0,
             corrections: 0,
             latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+            chaos: ChaosSummary::default(),
         }
     }
 }
@@ -219,6 +332,9 @@ fn print_human(summary: &Summary) {
         summary.frames_received, summary.frames_per_second, summary.received
     );
     println!("sent {:?}", summary.sent);
+    if let Some(chaos) = &summary.chaos {
+        println!("honest bots ({} of {}):", summary.bots - chaos.bots, summary.bots);
+    }
     let l = &summary.latency_us;
     println!(
         "MOVE delivery latency: p50 {} us, p99 {} us, p99.9 {} us, max {} us ({} samples)",
@@ -232,68 +348,87 @@ fn print_human(summary: &Summary) {
         "errors {} {:?}, disconnects {}, connect failures {}",
         summary.error_total, summary.errors, summary.disconnects, summary.connect_failures
     );
+    if let Some(chaos) = &summary.chaos {
+        println!("chaos bots ({}): {} misdeeds {:?}", chaos.bots, chaos.action_total, chaos.actions);
+        println!("answers {:?} ({} not as protocol v1 says)", chaos.answers, chaos.unexpected_answers);
+        println!(
+            "ERRORs {} {:?}; closed after a fatal ERROR {}, not closed {}, frames after a fatal ERROR {}, \
+             unexplained closes {}, reconnects {}, connect failures {}",
+            chaos.error_total,
+            chaos.errors,
+            chaos.closed_after_error,
+            chaos.not_closed_after_error,
+            chaos.frames_after_fatal,
+            chaos.unexplained_closes,
+            chaos.reconnects,
+            chaos.connect_failures
+        );
+    }
 }
 
 /// Runs the bots and returns what was measured after the warm-up.
 pub(crate) fn simulate(args: &BotsArgs) -> anyhow::Result<Summary> {
     anyhow::ensure!(args.bots > 0, "--bots must be at least 1");
     anyhow::ensure!(args.move_hz > 0.0 && args.ramp > 0.0, "--move-hz and --ramp must be positive");
-    let mut poll = Poll::new()?;
-    let mut events = Events::with_capacity(4096);
+    anyhow::ensure!((0.0..=1.0).contains(&args.chaos_fraction), "--chaos-fraction must be within 0..=1");
+    anyhow::ensure!(args.chaos_interval > 0.0, "--chaos-interval must be positive");
     let mut rng = fastrand::Rng::with_seed(args.seed);
-    let mut bots: Vec<Bot> = (0..args.bots)
-        .map(|_| Bot {
-            stream: None,
-            state: State::Idle,
-            decoder: FrameDecoder::new(Direction::ToClient, SERVER_PAYLOAD_MAX),
-            pending: Vec::new(),
-            id: 0,
-            x: 0.0,
-            z: 0.0,
-            home: (0.0, 0.0),
-            heading: rng.f32() * std::f32::consts::TAU,
-            seen: Vec::new(),
-        })
-        .collect();
-    let mut world = WorldInfo::default();
-    let mut schedule: BinaryHeap<Reverse<(u64, Action, usize)>> = BinaryHeap::new();
+    let mut bots: Vec<Bot> = (0..args.bots).map(|_| Bot::new(rng.f32() * std::f32::consts::TAU)).collect();
+    let chaos_bots = if args.chaos {
+        ((args.bots as f64 * args.chaos_fraction).round() as usize).min(args.bots)
+    } else {
+        0
+    };
+    if chaos_bots > 0 {
+        // A random subset: chaos bots connect throughout the ramp, like the others.
+        let mut order: Vec<usize> = (0..args.bots).collect();
+        rng.shuffle(&mut order);
+        for &index in &order[..chaos_bots] {
+            bots[index].chaos = Some(ChaosState::default());
+        }
+    }
+    let mut sim = Sim {
+        args,
+        poll: Poll::new()?,
+        rng,
+        schedule: Schedule::new(),
+        counters: Counters::new(),
+        world: WorldInfo::default(),
+        period: (1e6 / args.move_hz) as u64,
+        buffer: vec![0u8; 64 << 10],
+    };
+    let mut events = Events::with_capacity(4096);
     let start = monotonic_micros();
     for index in 0..args.bots {
-        let at = start + (index as f64 / args.ramp * 1e6) as u64;
-        schedule.push(Reverse((at, Action::Connect, index)));
+        sim.at(start + (index as f64 / args.ramp * 1e6) as u64, Action::Connect, index, 0);
     }
     let warmup_end = start + (args.warmup * 1e6) as u64;
     let end = warmup_end + (args.duration * 1e6) as u64;
-    let mut counters = Counters::new();
     let mut measuring = false;
-    let mut buffer = vec![0u8; 64 << 10];
-    // The MOVE period of every bot of this process: the gap expected between two MOVEs of one sender.
-    let period = (1e6 / args.move_hz) as u64;
     let progress = progress_bar(args);
 
     loop {
         let now = monotonic_micros();
         if !measuring && now >= warmup_end {
             measuring = true;
-            counters = Counters::new();
+            sim.counters = Counters::new();
         }
         if now >= end {
             break;
         }
         // Send everything that is due: open loop, whatever the server is doing.
-        while let Some(&Reverse((due, action, index))) = schedule.peek() {
+        while let Some(&Reverse((due, action, index, session))) = sim.schedule.peek() {
             if due > now {
                 break;
             }
-            schedule.pop();
-            let next =
-                act(args, &mut bots[index], index, action, due, &world, &mut rng, &poll, &mut counters)?;
-            if let Some(period) = next {
-                schedule.push(Reverse((due + period, action, index)));
+            sim.schedule.pop();
+            let bot = &mut bots[index];
+            if session == bot.session {
+                sim.act(bot, index, action, due)?;
             }
         }
-        let wait = schedule.peek().map_or(end, |Reverse((due, ..))| (*due).min(end)).saturating_sub(now);
-        match poll.poll(&mut events, Some(Duration::from_micros(wait.max(100)))) {
+        let wait = sim.schedule.peek().map_or(end, |Reverse((due, ..))| (*due).min(end)).saturating_sub(now);
+        match sim.poll.poll(&mut events, Some(Duration::from_micros(wait.max(100)))) {
             Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(error.into()),
@@ -302,16 +437,13 @@ pub(crate) fn simulate(args: &BotsArgs) -> anyhow::Result<Summary> {
             let index = event.token().0;
             let bot = &mut bots[index];
             if bot.state == State::Connecting && (event.is_writable() || event.is_error()) {
-                finish_connect(bot, index, &mut rng, &poll, &mut counters)?;
+                sim.finish_connect(bot, index);
             }
             if event.is_writable() {
-                flush(bot, &poll, &mut counters);
+                sim.flush(bot, index);
             }
-            if event.is_readable() || event.is_read_closed() {
-                let welcomed = read(bot, &mut buffer, &mut world, period, &mut counters);
-                if welcomed {
-                    schedule_play(args, index, monotonic_micros(), &mut rng, &mut schedule);
-                }
+            if (event.is_readable() || event.is_read_closed()) && !bot.is_stalled() {
+                sim.read(bot, index);
             }
         }
         if let Some(bar) = &progress {
@@ -322,23 +454,19 @@ pub(crate) fn simulate(args: &BotsArgs) -> anyhow::Result<Summary> {
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
+    let counters = sim.counters;
     let duration_seconds = args.duration;
     let frames_received: u64 = counters.received.iter().sum();
     let kind_name = |i: usize| PacketKind::from_id(i as u32).map_or("?", PacketKind::name);
     let counted = |array: &[u64; 12]| -> BTreeMap<&'static str, u64> {
         array.iter().enumerate().filter(|(_, n)| **n > 0).map(|(i, n)| (kind_name(i), *n)).collect()
     };
-    let errors: BTreeMap<String, u64> = counters
-        .errors
-        .iter()
-        .map(|(code, n)| {
-            (ErrorCode::from_u32(*code).map_or_else(|| format!("CODE_{code}"), |c| c.name().to_string()), *n)
-        })
-        .collect();
+    let errors: BTreeMap<String, u64> =
+        counters.errors.iter().map(|(code, n)| (crate::chaos::error_name(*code), *n)).collect();
     Ok(Summary {
         bots: args.bots,
         connected: bots.iter().filter(|b| b.state != State::Idle && b.state != State::Connecting).count(),
-        welcomed: bots.iter().filter(|b| b.id != 0).count(),
+        welcomed: bots.iter().filter(|b| b.welcomed_once).count(),
         duration_seconds,
         sent: counted(&counters.sent),
         received: counted(&counters.received),
@@ -353,6 +481,7 @@ pub(crate) fn simulate(args: &BotsArgs) -> anyhow::Result<Summary> {
         moves_missing: counters.moves_missing,
         corrections: counters.corrections,
         latency_us: LatencySummary::from_histogram(&counters.latency),
+        chaos: args.chaos.then_some(ChaosSummary { bots: chaos_bots, ..counters.chaos }),
     })
 }
 
@@ -368,87 +497,504 @@ fn progress_bar(args: &BotsArgs) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-fn schedule_play(
-    args: &BotsArgs,
-    index: usize,
-    now: u64,
-    rng: &mut fastrand::Rng,
-    schedule: &mut BinaryHeap<Reverse<(u64, Action, usize)>>,
-) {
-    for (hz, action) in
-        [(args.move_hz, Action::Move), (args.chat_hz, Action::Chat), (args.attack_hz, Action::Attack)]
-    {
-        if hz > 0.0 {
-            // A random phase spreads the bots' sends evenly over the period.
-            let period = (1e6 / hz) as u64;
-            schedule.push(Reverse((now + rng.u64(0..period.max(1)), action, index)));
+/// Everything the bots share: the poller, the schedule, the counters.
+struct Sim<'a> {
+    args: &'a BotsArgs,
+    poll: Poll,
+    rng: fastrand::Rng,
+    schedule: Schedule,
+    counters: Counters,
+    world: WorldInfo,
+    /// The MOVE period of every bot of this process, µs: the gap expected between two MOVEs of one
+    /// sender.
+    period: u64,
+    /// Where reads land (taken out while frames borrow it).
+    buffer: Vec<u8>,
+}
+
+/// What a bot acts on in a frame it received, copied out of the frame (which borrows the decoder).
+#[derive(Clone, Copy, Debug)]
+enum Received {
+    Welcome { id: u32, x: f32, z: f32, world: WorldInfo },
+    Enter { about: u32, x: f32, z: f32, honest: bool },
+    Leave { about: u32 },
+    Move { about: u32, x: f32, z: f32, stamp: u32 },
+    Error { code: u32 },
+    Other,
+}
+
+impl Received {
+    fn from_frame(frame: &RawFrame<'_>) -> Received {
+        let about = frame.player_id();
+        match frame.packet() {
+            Ok(Packet::Welcome(w)) => Received::Welcome {
+                id: about,
+                x: w.x.get(),
+                z: w.z.get(),
+                world: WorldInfo {
+                    world_w: w.world_w.get(),
+                    world_h: w.world_h.get(),
+                    max_speed: w.max_speed.get(),
+                },
+            },
+            Ok(Packet::Enter { head, name }) => Received::Enter {
+                about,
+                x: head.x.get(),
+                z: head.z.get(),
+                honest: name.starts_with(HONEST_PREFIX),
+            },
+            Ok(Packet::Leave) => Received::Leave { about },
+            Ok(Packet::Move(m)) => {
+                Received::Move { about, x: m.x.get(), z: m.z.get(), stamp: m.client_time.get() }
+            }
+            Ok(Packet::Error { code, .. }) => Received::Error { code },
+            _ => Received::Other,
         }
     }
 }
 
-/// Performs `action` for bot `index`; returns the period after which it repeats, if it does.
-#[allow(clippy::too_many_arguments)]
-fn act(
-    args: &BotsArgs,
-    bot: &mut Bot,
-    index: usize,
-    action: Action,
-    due: u64,
-    world: &WorldInfo,
-    rng: &mut fastrand::Rng,
-    poll: &Poll,
-    counters: &mut Counters,
-) -> anyhow::Result<Option<u64>> {
-    match action {
-        Action::Connect => {
-            match TcpStream::connect(args.addr) {
-                Ok(mut stream) => {
-                    poll.registry().register(
-                        &mut stream,
-                        Token(index),
-                        Interest::READABLE | Interest::WRITABLE,
-                    )?;
-                    bot.stream = Some(stream);
-                    bot.state = State::Connecting;
+impl Sim<'_> {
+    fn at(&mut self, due: u64, action: Action, index: usize, session: u32) {
+        self.schedule.push(Reverse((due, action, index, session)));
+    }
+
+    /// Performs `action` for bot `index`, due at `due`.
+    fn act(&mut self, bot: &mut Bot, index: usize, action: Action, due: u64) -> anyhow::Result<()> {
+        match action {
+            Action::Connect => self.connect(bot, index)?,
+            Action::Misbehave => self.misbehave(bot, index, due),
+            Action::Resume => self.resume(bot, index),
+            Action::AnswerDeadline => self.answer_deadline(bot, index, due),
+            Action::CloseDeadline => self.close_deadline(bot, index),
+            _ if bot.state != State::Playing || bot.id == 0 => {}
+            Action::Move => {
+                step(self.args, bot, &self.world, &mut self.rng);
+                let speed = self.world.max_speed * self.args.speed_factor;
+                let frame = encode_frame_to_vec(
+                    0,
+                    &Packet::Move(&Move::new(bot.x, 0.0, bot.z, speed, client_time(due))),
+                );
+                self.send(bot, index, &frame, PacketKind::Move);
+                self.at(due + self.period, action, index, bot.session);
+            }
+            Action::Chat => {
+                let text = format!("hello from bot {index}");
+                let frame = encode_frame_to_vec(0, &Packet::Chat { text: &text });
+                self.send(bot, index, &frame, PacketKind::Chat);
+                self.at(due + (1e6 / self.args.chat_hz) as u64, action, index, bot.session);
+            }
+            Action::Attack => {
+                let origin = (bot.x, bot.z);
+                let range = self.args.attack_range * 0.9;
+                let in_range: Vec<u32> = bot
+                    .seen
+                    .iter()
+                    .filter(|seen| (seen.x - origin.0).hypot(seen.z - origin.1) <= range)
+                    .map(|seen| seen.id)
+                    .collect();
+                if !in_range.is_empty() {
+                    let target_id = in_range[self.rng.usize(..in_range.len())];
+                    let frame = encode_frame_to_vec(0, &Packet::Attack { target_id });
+                    self.send(bot, index, &frame, PacketKind::Attack);
                 }
+                self.at(due + (1e6 / self.args.attack_hz) as u64, action, index, bot.session);
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens a new connection for bot `index` (its first, or a chaos bot's next).
+    fn connect(&mut self, bot: &mut Bot, index: usize) -> anyhow::Result<()> {
+        bot.start_session();
+        match TcpStream::connect(self.args.addr) {
+            Ok(mut stream) => {
+                self.poll.registry().register(
+                    &mut stream,
+                    Token(index),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                bot.stream = Some(stream);
+                bot.state = State::Connecting;
+            }
+            Err(_) => self.connect_failed(bot, index),
+        }
+        Ok(())
+    }
+
+    fn connect_failed(&mut self, bot: &mut Bot, index: usize) {
+        self.drop_stream(bot);
+        bot.state = State::Gone;
+        if bot.chaos.is_some() {
+            self.counters.chaos.connect_failures += 1;
+            self.reconnect_later(bot, index);
+        } else {
+            self.counters.connect_failures += 1;
+        }
+    }
+
+    fn finish_connect(&mut self, bot: &mut Bot, index: usize) {
+        let Some(stream) = &bot.stream else { return };
+        match stream.peer_addr() {
+            Ok(_) => {
+                let _ = stream.set_nodelay(true);
+                bot.state = State::Playing;
+                let prefix = if bot.chaos.is_some() { CHAOS_PREFIX } else { HONEST_PREFIX };
+                let name = format!("{prefix}{index}-{}", self.rng.u16(..));
+                let frame = encode_frame_to_vec(0, &Packet::Hello { name: &name });
+                self.send(bot, index, &frame, PacketKind::Hello);
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotConnected => {
+                if let Ok(Some(_)) | Err(_) = stream.take_error() {
+                    self.connect_failed(bot, index);
+                }
+            }
+            Err(_) => self.connect_failed(bot, index),
+        }
+    }
+
+    /// Deregisters and closes the bot's socket, if it has one.
+    fn drop_stream(&mut self, bot: &mut Bot) {
+        if let Some(mut stream) = bot.stream.take() {
+            let _ = self.poll.registry().deregister(&mut stream);
+        }
+    }
+
+    /// A chaos bot comes back after a random pause, as a player whose game crashed would.
+    fn reconnect_later(&mut self, bot: &Bot, index: usize) {
+        let delay = self.rng.u64(200_000..3_000_000);
+        self.at(monotonic_micros() + delay, Action::Connect, index, bot.session);
+    }
+
+    /// The connection ended without the bot closing it (end of stream or an error).
+    fn lose_connection(&mut self, bot: &mut Bot, index: usize) {
+        self.drop_stream(bot);
+        let previous = std::mem::replace(&mut bot.state, State::Gone);
+        let Some(chaos) = &mut bot.chaos else {
+            if previous == State::Playing {
+                self.counters.disconnects += 1;
+            }
+            return;
+        };
+        if chaos.fatal_received {
+            self.counters.chaos.closed_after_error += 1;
+        } else if let Some(pending) = chaos.pending.take() {
+            self.counters.chaos.record_answer(Some(pending.misdeed), Answer::ClosedWithoutError);
+        } else if previous == State::Playing {
+            self.counters.chaos.unexplained_closes += 1;
+        }
+        self.reconnect_later(bot, index);
+    }
+
+    fn send(&mut self, bot: &mut Bot, index: usize, frame: &[u8], kind: PacketKind) {
+        if bot.pending.len() + frame.len() > MAX_PENDING {
+            self.counters.send_stalls += 1;
+            return;
+        }
+        self.counters.sent[kind.id() as usize] += 1;
+        bot.pending.extend_from_slice(frame);
+        self.flush(bot, index);
+    }
+
+    fn flush(&mut self, bot: &mut Bot, index: usize) {
+        let Some(stream) = &mut bot.stream else { return };
+        if bot.state == State::Connecting {
+            return;
+        }
+        let mut written = 0;
+        let mut failed = false;
+        while written < bot.pending.len() {
+            match stream.write(&bot.pending[written..]) {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    counters.connect_failures += 1;
-                    bot.state = State::Gone;
+                    failed = true;
+                    break;
                 }
             }
-            Ok(None)
         }
-        _ if bot.state != State::Playing || bot.id == 0 => Ok(None),
-        Action::Move => {
-            step(args, bot, world, rng);
-            let speed = world.max_speed * args.speed_factor;
-            let frame =
-                encode_frame_to_vec(0, &Packet::Move(&Move::new(bot.x, 0.0, bot.z, speed, client_time(due))));
-            send(bot, &frame, PacketKind::Move, poll, counters);
-            Ok(Some((1e6 / args.move_hz) as u64))
-        }
-        Action::Chat => {
-            let text = format!("hello from bot {index}");
-            let frame = encode_frame_to_vec(0, &Packet::Chat { text: &text });
-            send(bot, &frame, PacketKind::Chat, poll, counters);
-            Ok(Some((1e6 / args.chat_hz) as u64))
-        }
-        Action::Attack => {
-            let origin = (bot.x, bot.z);
-            let range = args.attack_range * 0.9;
-            let in_range: Vec<u32> = bot
-                .seen
-                .iter()
-                .filter(|seen| (seen.x - origin.0).hypot(seen.z - origin.1) <= range)
-                .map(|seen| seen.id)
-                .collect();
-            if !in_range.is_empty() {
-                let target_id = in_range[rng.usize(..in_range.len())];
-                let frame = encode_frame_to_vec(0, &Packet::Attack { target_id });
-                send(bot, &frame, PacketKind::Attack, poll, counters);
+        // Edge-triggered: WRITABLE is registered from the start, so a full socket reports again when it
+        // drains; nothing to re-register.
+        bot.pending.drain(..written);
+        if failed {
+            // Whatever the server said before it closed (an ERROR) is still there to read.
+            self.read(bot, index);
+            if bot.stream.is_some() {
+                self.lose_connection(bot, index);
             }
-            Ok(Some((1e6 / args.attack_hz) as u64))
         }
+    }
+
+    /// Reads everything available and acts on it.
+    fn read(&mut self, bot: &mut Bot, index: usize) {
+        let mut buffer = std::mem::take(&mut self.buffer);
+        self.read_into(bot, index, &mut buffer);
+        self.buffer = buffer;
+    }
+
+    fn read_into(&mut self, bot: &mut Bot, index: usize, buffer: &mut [u8]) {
+        loop {
+            let Some(stream) = &mut bot.stream else { return };
+            let n = match stream.read(buffer) {
+                Ok(0) => return self.lose_connection(bot, index),
+                Ok(n) => n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return self.lose_connection(bot, index),
+            };
+            let now = monotonic_micros();
+            let mut input = &buffer[..n];
+            loop {
+                let received = match bot.decoder.next_frame(&mut input) {
+                    Ok(Some(frame)) => {
+                        self.counters.received[(frame.packet_id() as usize).min(11)] += 1;
+                        Received::from_frame(&frame)
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        // Bytes protocol v1 does not let a server send: counted as an error of its own.
+                        *self.counters.errors.entry(u32::MAX).or_default() += 1;
+                        return self.lose_connection(bot, index);
+                    }
+                };
+                self.handle(bot, index, received, now);
+            }
+        }
+    }
+
+    fn handle(&mut self, bot: &mut Bot, index: usize, received: Received, now: u64) {
+        if bot.chaos.as_ref().is_some_and(|chaos| chaos.fatal_received) {
+            // Protocol v1: after a fatal ERROR the server sends nothing more on the connection.
+            self.counters.chaos.frames_after_fatal += 1;
+        }
+        match received {
+            Received::Welcome { id, x, z, world } => {
+                bot.id = id;
+                bot.x = x;
+                bot.z = z;
+                bot.home = (x, z);
+                self.world = world;
+                if bot.chaos.is_some() && bot.welcomed_once {
+                    self.counters.chaos.reconnects += 1;
+                }
+                bot.welcomed_once = true;
+                self.schedule_play(index, bot.session, now);
+                if bot.chaos.is_some() {
+                    self.schedule_misdeed(index, bot.session, now);
+                }
+            }
+            Received::Enter { about, x, z, honest } => {
+                bot.seen.push(Seen { id: about, x, z, last_client_time: None, honest })
+            }
+            Received::Leave { about } => bot.seen.retain(|seen| seen.id != about),
+            Received::Move { about, x, z, stamp } if about == bot.id => {
+                // A correction (or a respawn, client_time 0): the server's position is the truth.
+                bot.x = x;
+                bot.z = z;
+                if stamp != 0 {
+                    self.handle_correction(bot, index, stamp, now);
+                }
+            }
+            Received::Move { about, x, z, stamp } => {
+                let honest_receiver = bot.chaos.is_none();
+                let entry = bot.seen.iter_mut().find(|seen| seen.id == about);
+                let honest_mover = entry.as_ref().is_none_or(|seen| seen.honest);
+                if let Some(entry) = entry {
+                    entry.x = x;
+                    entry.z = z;
+                    if stamp == 0 {
+                        // The server's own MOVE (a respawn): the sender's sequence starts afresh.
+                        entry.last_client_time = None;
+                    } else if let Some(previous) = entry.last_client_time.replace(stamp)
+                        && honest_receiver
+                        && entry.honest
+                    {
+                        match classify_delivery(previous, stamp, self.period) {
+                            Delivery::Reordered => self.counters.moves_reordered += 1,
+                            Delivery::Missing(n) => self.counters.moves_missing += n,
+                            Delivery::InOrder => {}
+                        }
+                    }
+                }
+                // A stalled chaos bot reads late, and a chaos bot's bursts share one client_time
+                // sequence: neither says anything about the server's delivery latency.
+                if stamp != 0 && honest_receiver && honest_mover {
+                    let _ = self.counters.latency.record(u64::from(latency_micros(stamp, now)).max(1));
+                }
+            }
+            Received::Error { code } => self.handle_error(bot, index, code, now),
+            Received::Other => {}
+        }
+    }
+
+    /// The server refused a MOVE of the bot's, the one stamped `stamp`.
+    fn handle_correction(&mut self, bot: &mut Bot, index: usize, stamp: u32, now: u64) {
+        let Some(chaos) = &mut bot.chaos else {
+            self.counters.corrections += 1;
+            return;
+        };
+        let answered =
+            chaos.pending.filter(|p| p.stamp == stamp && p.misdeed.expected() == Expected::Correction);
+        if let Some(pending) = answered {
+            chaos.pending = None;
+            self.counters.chaos.record_answer(Some(pending.misdeed), Answer::Correction);
+            self.schedule_misdeed(index, bot.session, now);
+        } else {
+            self.counters.chaos.record_answer(None, Answer::Correction);
+        }
+    }
+
+    fn handle_error(&mut self, bot: &mut Bot, index: usize, code: u32, now: u64) {
+        let Some(chaos) = &mut bot.chaos else {
+            *self.counters.errors.entry(code).or_default() += 1;
+            return;
+        };
+        self.counters.chaos.record_error(code);
+        if code == ErrorCode::RateLimited.code() {
+            chaos.rate_limited_at = Some(now);
+        }
+        let fatal = ErrorCode::from_u32(code).is_none_or(ErrorCode::is_fatal);
+        // A fatal ERROR answers whatever is pending; a non-fatal one only a burst (INVALID_TARGET, say,
+        // answers an ATTACK, not the misdeed).
+        let answers_pending =
+            chaos.pending.is_some_and(|p| fatal || p.misdeed.expected() == Expected::RateLimited);
+        if answers_pending && let Some(pending) = chaos.pending.take() {
+            self.counters.chaos.record_answer(Some(pending.misdeed), Answer::Error(code));
+            if !fatal {
+                self.schedule_misdeed(index, bot.session, now);
+            }
+        } else {
+            self.counters.chaos.record_answer(None, Answer::Error(code));
+        }
+        if fatal && !chaos.fatal_received {
+            chaos.fatal_received = true;
+            bot.state = State::Finished;
+            self.at(now + CLOSE_WAIT_US, Action::CloseDeadline, index, bot.session);
+        }
+    }
+
+    fn schedule_play(&mut self, index: usize, session: u32, now: u64) {
+        for (hz, action) in [
+            (self.args.move_hz, Action::Move),
+            (self.args.chat_hz, Action::Chat),
+            (self.args.attack_hz, Action::Attack),
+        ] {
+            if hz > 0.0 {
+                // A random phase spreads the bots' sends evenly over the period.
+                let period = (1e6 / hz) as u64;
+                let due = now + self.rng.u64(0..period.max(1));
+                self.at(due, action, index, session);
+            }
+        }
+    }
+
+    fn schedule_misdeed(&mut self, index: usize, session: u32, now: u64) {
+        let delay = self.args.chaos_interval * 1e6 * (0.5 + self.rng.f64());
+        self.at(now + delay as u64, Action::Misbehave, index, session);
+    }
+
+    /// A chaos bot's next misdeed, picked at random.
+    fn misbehave(&mut self, bot: &mut Bot, index: usize, now: u64) {
+        let Some(chaos) = &mut bot.chaos else { return };
+        if bot.state != State::Playing || bot.id == 0 || chaos.pending.is_some() || chaos.stalled {
+            return;
+        }
+        let misdeed = Misdeed::ALL[self.rng.usize(..Misdeed::ALL.len())];
+        if misdeed == Misdeed::Burst
+            && let Some(at) = chaos.rate_limited_at
+            && now < at + RATE_ERROR_INTERVAL_US
+        {
+            // The server sends RATE_LIMITED at most once a second: a burst now could go unanswered
+            // by right. It arrived here after the server sent it, so a second on this clock is at
+            // least one on the server's.
+            self.at(at + RATE_ERROR_INTERVAL_US, Action::Misbehave, index, bot.session);
+            return;
+        }
+        self.counters.chaos.record_action(misdeed);
+        match misdeed {
+            Misdeed::Close | Misdeed::Reset => {
+                if misdeed == Misdeed::Reset
+                    && let Some(stream) = &bot.stream
+                {
+                    // SO_LINGER 0: close() sends RST, discarding whatever either side still had queued.
+                    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+                }
+                self.drop_stream(bot);
+                bot.state = State::Gone;
+                self.reconnect_later(bot, index);
+            }
+            Misdeed::Stall => {
+                let resume = now + self.rng.u64(2_000_000..8_000_000);
+                chaos.stalled = true;
+                chaos.pending = Some(Pending { misdeed, stamp: 0, deadline: resume });
+                self.at(resume, Action::Resume, index, bot.session);
+            }
+            _ => {
+                let stamp = client_time(now);
+                let area = (self.world.world_w, self.world.world_h);
+                let bytes = misdeed.bytes(bot.id, (bot.x, bot.z), area, stamp, &mut self.rng);
+                let deadline = now + misdeed.answer_within_us();
+                chaos.pending = Some(Pending { misdeed, stamp, deadline });
+                if misdeed.ends_session() {
+                    bot.state = State::Finished;
+                }
+                self.at(deadline, Action::AnswerDeadline, index, bot.session);
+                if bot.pending.len() + bytes.len() <= MAX_PENDING {
+                    bot.pending.extend_from_slice(&bytes);
+                    self.flush(bot, index);
+                }
+            }
+        }
+    }
+
+    /// A stalled chaos bot reads again.
+    fn resume(&mut self, bot: &mut Bot, index: usize) {
+        let Some(chaos) = &mut bot.chaos else { return };
+        if !chaos.stalled {
+            return;
+        }
+        chaos.stalled = false;
+        // Edge-triggered readiness will not report again what arrived meanwhile: read it now.
+        self.read(bot, index);
+        if bot.stream.is_none() {
+            return;
+        }
+        let Some(chaos) = &mut bot.chaos else { return };
+        if let Some(pending) = chaos.pending.filter(|p| p.misdeed == Misdeed::Stall) {
+            chaos.pending = None;
+            self.counters.chaos.record_answer(Some(pending.misdeed), Answer::Resumed);
+            self.schedule_misdeed(index, bot.session, monotonic_micros());
+        }
+    }
+
+    /// The answer to a chaos bot's misdeed is late (`due` names which misdeed's deadline this is).
+    fn answer_deadline(&mut self, bot: &mut Bot, index: usize, due: u64) {
+        let Some(chaos) = &mut bot.chaos else { return };
+        let Some(pending) = chaos.pending.filter(|p| p.deadline == due && p.misdeed != Misdeed::Stall) else {
+            return;
+        };
+        chaos.pending = None;
+        self.counters.chaos.record_answer(Some(pending.misdeed), Answer::Silence);
+        if pending.misdeed.ends_session() {
+            // The server never answered: give up on the connection and come back.
+            self.drop_stream(bot);
+            bot.state = State::Gone;
+            self.reconnect_later(bot, index);
+        } else {
+            self.schedule_misdeed(index, bot.session, due);
+        }
+    }
+
+    /// The server still has not closed a chaos bot's connection after its fatal ERROR.
+    fn close_deadline(&mut self, bot: &mut Bot, index: usize) {
+        if !bot.chaos.as_ref().is_some_and(|chaos| chaos.fatal_received) || bot.stream.is_none() {
+            return;
+        }
+        self.counters.chaos.not_closed_after_error += 1;
+        self.drop_stream(bot);
+        bot.state = State::Gone;
+        self.reconnect_later(bot, index);
     }
 }
 
@@ -469,185 +1015,6 @@ fn step(args: &BotsArgs, bot: &mut Bot, world: &WorldInfo, rng: &mut fastrand::R
     }
     bot.x = x.clamp(0.0, world.world_w.next_down());
     bot.z = z.clamp(0.0, world.world_h.next_down());
-}
-
-fn send(bot: &mut Bot, frame: &[u8], kind: PacketKind, poll: &Poll, counters: &mut Counters) {
-    if bot.pending.len() + frame.len() > MAX_PENDING {
-        counters.send_stalls += 1;
-        return;
-    }
-    counters.sent[kind.id() as usize] += 1;
-    bot.pending.extend_from_slice(frame);
-    flush(bot, poll, counters);
-}
-
-fn flush(bot: &mut Bot, poll: &Poll, counters: &mut Counters) {
-    let Some(stream) = &mut bot.stream else { return };
-    if bot.state == State::Connecting {
-        return;
-    }
-    let mut written = 0;
-    while written < bot.pending.len() {
-        match stream.write(&bot.pending[written..]) {
-            Ok(0) => break,
-            Ok(n) => written += n,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => {
-                disconnect(bot, poll, counters);
-                return;
-            }
-        }
-    }
-    // Edge-triggered: WRITABLE is registered from the start, so a full socket reports again when it
-    // drains; nothing to re-register.
-    bot.pending.drain(..written);
-}
-
-fn finish_connect(
-    bot: &mut Bot,
-    index: usize,
-    rng: &mut fastrand::Rng,
-    poll: &Poll,
-    counters: &mut Counters,
-) -> anyhow::Result<()> {
-    let Some(stream) = &bot.stream else { return Ok(()) };
-    match stream.peer_addr() {
-        Ok(_) => {
-            let _ = stream.set_nodelay(true);
-            bot.state = State::Playing;
-            let name = format!("bot{index}-{}", rng.u16(..));
-            let frame = encode_frame_to_vec(0, &Packet::Hello { name: &name });
-            send(bot, &frame, PacketKind::Hello, poll, counters);
-        }
-        Err(error) if error.kind() == io::ErrorKind::NotConnected => {
-            if let Ok(Some(_)) | Err(_) = stream.take_error() {
-                counters.connect_failures += 1;
-                disconnect(bot, poll, counters);
-            }
-        }
-        Err(_) => {
-            counters.connect_failures += 1;
-            disconnect(bot, poll, counters);
-        }
-    }
-    Ok(())
-}
-
-fn disconnect(bot: &mut Bot, poll: &Poll, counters: &mut Counters) {
-    if let Some(mut stream) = bot.stream.take() {
-        let _ = poll.registry().deregister(&mut stream);
-        if bot.state == State::Playing {
-            counters.disconnects += 1;
-        }
-    }
-    bot.state = State::Gone;
-}
-
-/// Reads everything available; returns whether this read brought the bot's WELCOME. `period` is the
-/// senders' MOVE period, µs.
-fn read(
-    bot: &mut Bot,
-    buffer: &mut [u8],
-    world: &mut WorldInfo,
-    period: u64,
-    counters: &mut Counters,
-) -> bool {
-    let mut welcomed = false;
-    loop {
-        let Some(stream) = &mut bot.stream else { return welcomed };
-        let n = match stream.read(buffer) {
-            Ok(0) => {
-                bot.stream = None;
-                if bot.state == State::Playing {
-                    counters.disconnects += 1;
-                }
-                bot.state = State::Gone;
-                return welcomed;
-            }
-            Ok(n) => n,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return welcomed,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => {
-                bot.stream = None;
-                if bot.state == State::Playing {
-                    counters.disconnects += 1;
-                }
-                bot.state = State::Gone;
-                return welcomed;
-            }
-        };
-        let now = monotonic_micros();
-        let mut input = &buffer[..n];
-        loop {
-            let frame = match bot.decoder.next_frame(&mut input) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(_) => {
-                    counters.errors.entry(u32::MAX).and_modify(|n| *n += 1).or_insert(1);
-                    bot.stream = None;
-                    bot.state = State::Gone;
-                    return welcomed;
-                }
-            };
-            let about = frame.player_id();
-            let id = frame.packet_id() as usize;
-            counters.received[id.min(11)] += 1;
-            match frame.packet() {
-                Ok(Packet::Welcome(w)) => {
-                    bot.id = about;
-                    bot.x = w.x.get();
-                    bot.z = w.z.get();
-                    bot.home = (bot.x, bot.z);
-                    *world = WorldInfo {
-                        world_w: w.world_w.get(),
-                        world_h: w.world_h.get(),
-                        max_speed: w.max_speed.get(),
-                    };
-                    welcomed = true;
-                }
-                Ok(Packet::Enter { head, .. }) => bot.seen.push(Seen {
-                    id: about,
-                    x: head.x.get(),
-                    z: head.z.get(),
-                    last_client_time: None,
-                }),
-                Ok(Packet::Leave) => bot.seen.retain(|seen| seen.id != about),
-                Ok(Packet::Move(m)) if about == bot.id => {
-                    // A correction (or a respawn, client_time 0): the server's position is the truth.
-                    if m.client_time.get() != 0 {
-                        counters.corrections += 1;
-                    }
-                    bot.x = m.x.get();
-                    bot.z = m.z.get();
-                }
-                Ok(Packet::Move(m)) => {
-                    let stamp = m.client_time.get();
-                    if let Some(entry) = bot.seen.iter_mut().find(|seen| seen.id == about) {
-                        entry.x = m.x.get();
-                        entry.z = m.z.get();
-                        if stamp == 0 {
-                            // The server's own MOVE (a respawn): the sender's sequence starts afresh.
-                            entry.last_client_time = None;
-                        } else if let Some(previous) = entry.last_client_time.replace(stamp) {
-                            match classify_delivery(previous, stamp, period) {
-                                Delivery::Reordered => counters.moves_reordered += 1,
-                                Delivery::Missing(n) => counters.moves_missing += n,
-                                Delivery::InOrder => {}
-                            }
-                        }
-                    }
-                    if stamp != 0 {
-                        let _ = counters.latency.record(u64::from(latency_micros(stamp, now)).max(1));
-                    }
-                }
-                Ok(Packet::Error { code, .. }) => {
-                    *counters.errors.entry(code).or_default() += 1;
-                }
-                _ => {}
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bots;
+mod chaos;
 mod clock;
 mod serve;
 

@@ -159,6 +159,8 @@ pub(crate) fn run_client(
         connect_failures: counters.connect_failures,
         send_stalls: 0,
         latency_us: LatencySummary::from_histogram(&counters.latency),
+        // Echo has no MOVE and no chaos.
+        ..ClientReport::default()
     })
 }
 

@@ -25,7 +25,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 
 use child::{Guard, Pin};
-use report::{CapacityStep, ClientReport, Failure, Pinning, Results, RunMeasure, ServerResult};
+use report::{CapacityStep, ClientReport, Failure, Pinning, Results, RssTrend, RunMeasure, ServerResult};
 
 /// Players each bot should have in view in the `mmo` scenario.
 const MMO_IN_VIEW: f64 = 8.0;
@@ -155,6 +155,14 @@ pub(crate) struct BenchArgs {
     /// `--send-zerocopy-threshold` of `gamewire serve` (io_uring zero-copy sends; 0: off).
     #[arg(long, default_value_t = 0)]
     send_zerocopy_threshold: usize,
+    /// Soak: a fraction (--chaos-fraction) of the bots misbehave at random and reconnect (`gamewire
+    /// bots --chaos`); the other figures are the honest bots'. With the RSS sampled every second, this
+    /// shows whether the server's memory stays flat over a long run.
+    #[arg(long)]
+    chaos: bool,
+    /// Fraction of the bots that misbehave with --chaos.
+    #[arg(long, default_value_t = 0.1)]
+    chaos_fraction: f64,
     /// Internal: run the echo client against this address and print its JSON summary.
     #[arg(long, hide = true)]
     echo_client: Option<SocketAddr>,
@@ -179,6 +187,8 @@ struct Plan {
     flush_interval: f64,
     send_zerocopy_threshold: usize,
     workers: usize,
+    /// `Some(fraction)` with --chaos.
+    chaos: Option<f64>,
 }
 
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -194,6 +204,11 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
     anyhow::ensure!(args.capacity_factor > 1.0, "--capacity-factor must be above 1");
     anyhow::ensure!(args.capacity_resolution >= 0.0, "--capacity-resolution must be 0 or more");
+    anyhow::ensure!(
+        !args.chaos || args.scenario != Scenario::Echo,
+        "--chaos needs game bots: scenario mmo or crowd, not echo"
+    );
+    anyhow::ensure!((0.0..=1.0).contains(&args.chaos_fraction), "--chaos-fraction must be within 0..=1");
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let mut servers = Vec::new();
     for &kind in &args.servers {
@@ -229,6 +244,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         flush_interval: args.flush_interval,
         send_zerocopy_threshold: args.send_zerocopy_threshold,
         workers: args.workers,
+        chaos: args.chaos.then_some(args.chaos_fraction),
     };
 
     let mut measured: Vec<ServerResult> = Vec::new();
@@ -287,6 +303,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         duration: plan.duration,
         warmup: plan.warmup,
         runs: plan.runs,
+        chaos_fraction: plan.chaos,
         machine: proc::Machine::detect(),
         date: stats::format_utc(now),
         command: std::env::args().collect(),
@@ -389,7 +406,7 @@ fn server_args(plan: &Plan, kind: ServerKind, bots: usize, addr: SocketAddr) -> 
     args
 }
 
-/// The argument list of the load client (this executable).
+/// The argument list of the load client (this executable); `chaos`: the fraction of misbehaving bots.
 fn client_args(
     scenario: Scenario,
     bots: usize,
@@ -397,6 +414,7 @@ fn client_args(
     duration: f64,
     addr: SocketAddr,
     seed: u64,
+    chaos: Option<f64>,
 ) -> Vec<String> {
     let common = [
         "--addr".to_string(),
@@ -430,6 +448,9 @@ fn client_args(
             } else {
                 args.extend(["--stay-within".to_string(), "20".to_string()]);
             }
+            if let Some(fraction) = chaos {
+                args.extend(["--chaos".to_string(), "--chaos-fraction".to_string(), fraction.to_string()]);
+            }
         }
     }
     args
@@ -454,7 +475,7 @@ fn measure(
     let server_pid = server.pid();
 
     let client_log = plan.logs.join(format!("{}-{label}.client.log", kind.name()));
-    let args = client_args(plan.scenario, bots, warmup, duration, addr, seed);
+    let args = client_args(plan.scenario, bots, warmup, duration, addr, seed, plan.chaos);
     let command = child::command(plan.client_pin, &plan.exe, &args);
     let mut client = Guard::spawn("load client", command, client_log, true)?;
     let started = Instant::now();
@@ -465,10 +486,12 @@ fn measure(
         text
     });
     let ticks = proc::ticks_per_second();
+    let mut rss = RssSampler::default();
 
     // Sample both CPUs when the client's warm-up ends.
     let warmup_end = started + Duration::from_secs_f64(warmup);
     while Instant::now() < warmup_end {
+        rss.sample(server_pid, started);
         if let Some(status) = client.exited() {
             bail!("the load client exited during the warm-up ({status}); its log:\n{}", client.log_tail());
         }
@@ -486,6 +509,7 @@ fn measure(
     // Wait for the client, following its CPU time until it exits.
     let deadline = warmup_end + Duration::from_secs_f64(duration) + Duration::from_secs(60);
     let status = loop {
+        rss.sample(server_pid, started);
         if let Ok(ticks) = proc::cpu_ticks(client.pid()) {
             client_last = ticks;
         }
@@ -519,7 +543,29 @@ fn measure(
         peak_rss_bytes,
         client_cpu_seconds: stats::cpu_seconds(client_before.total(), client_last.total(), ticks),
         client: client_report,
+        rss: RssTrend::from_samples(rss.samples, warmup, duration),
     })
+}
+
+/// VmRSS of the server once a second, for [`RssTrend`].
+#[derive(Debug, Default)]
+struct RssSampler {
+    samples: Vec<(f64, u64)>,
+    last: Option<Instant>,
+}
+
+impl RssSampler {
+    /// Takes a sample of `pid` if a second has passed since the last one; times are from `started`.
+    fn sample(&mut self, pid: u32, started: Instant) {
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now.duration_since(last) < Duration::from_secs(1)) {
+            return;
+        }
+        self.last = Some(now);
+        if let Ok(bytes) = proc::rss_bytes(pid) {
+            self.samples.push((now.duration_since(started).as_secs_f64(), bytes));
+        }
+    }
 }
 
 /// One line per run on stderr, with warnings when the run is suspect.
@@ -537,6 +583,24 @@ fn report_run(kind: ServerKind, m: &RunMeasure, bots: usize, duration: f64) {
         c.error_total,
         c.disconnects
     );
+    if let Some(rss) = &m.rss {
+        tracing::info!(
+            "{}: RSS median {:.1} MiB over the first {:.0} s of the window, {:.1} MiB over the last ({}), max \
+             sampled {:.1} MiB",
+            kind.name(),
+            rss.first_window_median_bytes as f64 / (1 << 20) as f64,
+            rss.window_seconds,
+            rss.last_window_median_bytes as f64 / (1 << 20) as f64,
+            rss.growth.map_or_else(|| "n/a".to_string(), |g| format!("{g:.3}×")),
+            rss.max_sampled_bytes as f64 / (1 << 20) as f64,
+        );
+    }
+    if c.moves_reordered > 0 || c.moves_missing > 0 {
+        tracing::warn!("{}: MOVEs out of order {}, lost {}", kind.name(), c.moves_reordered, c.moves_missing);
+    }
+    if let Some(chaos) = &c.chaos {
+        tracing::info!("{}", report::chaos_paragraph(kind.name(), chaos).trim());
+    }
     if c.welcomed < bots {
         tracing::warn!("{}: only {} of {bots} clients were playing at the end", kind.name(), c.welcomed);
     }
@@ -679,12 +743,15 @@ mod tests {
     #[test]
     fn client_arguments() {
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let mmo = client_args(Scenario::Mmo, 50, 1.0, 3.0, addr, 7).join(" ");
+        let mmo = client_args(Scenario::Mmo, 50, 1.0, 3.0, addr, 7, None).join(" ");
         assert!(mmo.starts_with("bots --json --addr 127.0.0.1:9 --bots 50 --warmup 1 --duration 3"), "{mmo}");
         assert!(mmo.contains("--chat-hz 0.2") && mmo.contains("--move-hz 10") && mmo.contains("--seed 7"));
-        let crowd = client_args(Scenario::Crowd, 50, 1.0, 3.0, addr, 7).join(" ");
+        assert!(!mmo.contains("--chaos"), "{mmo}");
+        let crowd = client_args(Scenario::Crowd, 50, 1.0, 3.0, addr, 7, None).join(" ");
         assert!(crowd.contains("--stay-within 20"), "{crowd}");
-        let echo = client_args(Scenario::Echo, 50, 1.0, 3.0, addr, 7).join(" ");
+        let soak = client_args(Scenario::Mmo, 50, 1.0, 3.0, addr, 7, Some(0.25)).join(" ");
+        assert!(soak.ends_with("--chaos --chaos-fraction 0.25"), "{soak}");
+        let echo = client_args(Scenario::Echo, 50, 1.0, 3.0, addr, 7, None).join(" ");
         assert_eq!(echo, "bench --echo-client 127.0.0.1:9 --bots 50 --warmup 1 --duration 3");
     }
 

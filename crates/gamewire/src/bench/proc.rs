@@ -1,4 +1,4 @@
-//! What the bench reads from /proc: a process's CPU time and peak RSS, and the machine's description.
+//! What the bench reads from /proc: a process's CPU time, current and peak RSS, and the machine's details.
 
 use std::io;
 
@@ -32,8 +32,19 @@ pub(crate) fn parse_stat_cpu(stat: &str) -> Option<CpuTicks> {
 
 /// Parses the peak resident set size, `VmHWM`, out of /proc/<pid>/status, in bytes.
 pub(crate) fn parse_vm_hwm(status: &str) -> Option<u64> {
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-    let mut words = line["VmHWM:".len()..].split_whitespace();
+    parse_status_bytes(status, "VmHWM")
+}
+
+/// Parses the current resident set size, `VmRSS`, out of /proc/<pid>/status, in bytes.
+pub(crate) fn parse_vm_rss(status: &str) -> Option<u64> {
+    parse_status_bytes(status, "VmRSS")
+}
+
+/// The field `key` of /proc/<pid>/status (`VmHWM:   12345 kB`), in bytes.
+fn parse_status_bytes(status: &str, key: &str) -> Option<u64> {
+    let line =
+        status.lines().find(|line| line.strip_prefix(key).is_some_and(|rest| rest.starts_with(':')))?;
+    let mut words = line[key.len() + 1..].split_whitespace();
     let value: u64 = words.next()?.parse().ok()?;
     let multiplier = match words.next() {
         Some("kB") | Some("KB") | Some("kb") => 1024,
@@ -69,6 +80,13 @@ pub(crate) fn peak_rss_bytes(pid: u32) -> io::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     parse_vm_hwm(&text)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no VmHWM in /proc/{pid}/status")))
+}
+
+/// Current RSS of process `pid`, bytes.
+pub(crate) fn rss_bytes(pid: u32) -> io::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_vm_rss(&text)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no VmRSS in /proc/{pid}/status")))
 }
 
 /// Clock ticks per second, to turn /proc's CPU ticks into seconds.
@@ -124,6 +142,8 @@ mod tests {
         assert_eq!(parse_vm_hwm("Name:\tx\nVmRSS:\t 1 kB\n"), None);
         assert_eq!(parse_vm_hwm("VmHWM:\tlots kB\n"), None);
         assert_eq!(parse_vm_hwm("VmHWM:\t5 MB\n"), None);
+        assert_eq!(parse_vm_rss(status), Some(12000 * 1024));
+        assert_eq!(parse_vm_rss("VmRSSx:\t1 kB\n"), None);
     }
 
     #[test]
@@ -140,6 +160,7 @@ mod tests {
         let pid = std::process::id();
         assert!(cpu_ticks(pid).is_ok());
         assert!(peak_rss_bytes(pid).unwrap() > 0);
+        assert!(rss_bytes(pid).unwrap() > 0);
         assert!(ticks_per_second() > 0);
     }
 }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::proc::Machine;
-use super::stats::{cpu_us_per_frame, format_ratio, median, median_index, ratio};
+use super::stats::{cpu_us_per_frame, format_ratio, median, median_index, ratio, window_medians};
+use crate::chaos::ChaosSummary;
 
 /// Latency figures of a load client (relayed MOVEs for the bots, round trips for the echo client),
 /// microseconds: the same summary `gamewire bots --json` prints and the bench reads back.
@@ -59,7 +60,45 @@ pub(crate) struct ClientReport {
     pub(crate) disconnects: u64,
     pub(crate) connect_failures: u64,
     pub(crate) send_stalls: u64,
+    pub(crate) moves_reordered: u64,
+    pub(crate) moves_missing: u64,
     pub(crate) latency_us: LatencySummary,
+    /// With --chaos: what the misbehaving bots did (the fields above are then the honest bots').
+    pub(crate) chaos: Option<ChaosSummary>,
+}
+
+/// The server's resident memory over a run, VmRSS sampled once a second: whether it stays flat.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub(crate) struct RssTrend {
+    /// Length of the first and of the last part of the measured window compared, seconds: a minute,
+    /// or a third of a shorter window.
+    pub(crate) window_seconds: f64,
+    pub(crate) first_window_median_bytes: u64,
+    pub(crate) last_window_median_bytes: u64,
+    /// Last window's median over the first's.
+    pub(crate) growth: Option<f64>,
+    /// The largest sample of the measured window.
+    pub(crate) max_sampled_bytes: u64,
+    /// Every sample: (seconds since the load client started, bytes), the warm-up included.
+    pub(crate) samples: Vec<(f64, u64)>,
+}
+
+impl RssTrend {
+    /// The trend of `samples` over the measured window `[warmup, warmup + duration]`; `None` when too
+    /// few samples fall in it.
+    pub(crate) fn from_samples(samples: Vec<(f64, u64)>, warmup: f64, duration: f64) -> Option<RssTrend> {
+        let window = (duration / 3.0).min(60.0);
+        let values: Vec<(f64, f64)> = samples.iter().map(|&(t, bytes)| (t, bytes as f64)).collect();
+        let (first, last, max) = window_medians(&values, warmup, warmup + duration, window)?;
+        Some(RssTrend {
+            window_seconds: window,
+            first_window_median_bytes: first.round() as u64,
+            last_window_median_bytes: last.round() as u64,
+            growth: ratio(last, first),
+            max_sampled_bytes: max.round() as u64,
+            samples,
+        })
+    }
 }
 
 /// One run of one server.
@@ -72,6 +111,8 @@ pub(crate) struct RunMeasure {
     /// client, not the server, was the limit.
     pub(crate) client_cpu_seconds: f64,
     pub(crate) client: ClientReport,
+    /// RSS sampled over the run (`None`: too few samples in the measured window).
+    pub(crate) rss: Option<RssTrend>,
 }
 
 /// Latency percentiles in a server's results, microseconds.
@@ -103,6 +144,14 @@ pub(crate) struct ServerResult {
     pub(crate) disconnects: u64,
     pub(crate) connect_failures: u64,
     pub(crate) send_stalls: u64,
+    /// MOVEs the bots received out of order, and MOVEs lost (the largest count of any run).
+    pub(crate) moves_reordered: u64,
+    pub(crate) moves_missing: u64,
+    /// RSS over time of the run whose RSS grew most (last window over first).
+    pub(crate) rss: Option<RssTrend>,
+    /// With --chaos: the misbehaving bots' actions and the answers they got, summed over the runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) chaos: Option<ChaosSummary>,
     /// Bots that got their WELCOME (echo: connections established), the fewest of any run.
     pub(crate) welcomed: usize,
     pub(crate) client_cpu_seconds: f64,
@@ -130,6 +179,17 @@ pub(crate) fn aggregate(name: &str, runs: &[RunMeasure]) -> ServerResult {
         }
     }
     let worst = |figure: fn(&RunMeasure) -> u64| runs.iter().map(figure).max().unwrap_or(0);
+    let rss = runs
+        .iter()
+        .filter_map(|r| r.rss.as_ref())
+        .max_by(|a, b| a.growth.unwrap_or(0.0).total_cmp(&b.growth.unwrap_or(0.0)))
+        .cloned();
+    let chaos =
+        runs.iter().filter_map(|r| r.client.chaos.as_ref()).fold(None, |sum: Option<ChaosSummary>, run| {
+            let mut sum = sum.unwrap_or_default();
+            sum.add(run);
+            Some(sum)
+        });
     ServerResult {
         name: name.to_string(),
         runs: runs.len(),
@@ -150,6 +210,10 @@ pub(crate) fn aggregate(name: &str, runs: &[RunMeasure]) -> ServerResult {
         disconnects: worst(|r| r.client.disconnects),
         connect_failures: worst(|r| r.client.connect_failures),
         send_stalls: worst(|r| r.client.send_stalls),
+        moves_reordered: worst(|r| r.client.moves_reordered),
+        moves_missing: worst(|r| r.client.moves_missing),
+        rss,
+        chaos,
         welcomed: runs.iter().map(|r| r.client.welcomed).min().unwrap_or(0),
         client_cpu_seconds: median_of(runs, |r| r.client_cpu_seconds),
         latency_cdf: median_index(&p99s).map(|i| runs[i].client.latency_us.cdf.clone()).unwrap_or_default(),
@@ -204,6 +268,9 @@ pub(crate) struct Results {
     pub(crate) duration: f64,
     pub(crate) warmup: f64,
     pub(crate) runs: usize,
+    /// With --chaos: the fraction of the bots that misbehaved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) chaos_fraction: Option<f64>,
     pub(crate) machine: Machine,
     pub(crate) date: String,
     pub(crate) command: Vec<String>,
@@ -240,10 +307,16 @@ fn format_number(value: f64) -> String {
 
 type Figure = (&'static str, fn(&ServerResult) -> Option<f64>);
 
-const FIGURES: [Figure; 11] = [
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+const FIGURES: [Figure; 15] = [
     ("server CPU (s)", |s| Some(s.cpu_seconds)),
     ("CPU per million frames (s) = µs/frame", |s| s.cpu_us_per_frame),
-    ("peak RSS (MiB)", |s| Some(s.peak_rss_bytes as f64 / (1 << 20) as f64)),
+    ("peak RSS (MiB)", |s| Some(mib(s.peak_rss_bytes))),
+    ("RSS median, start of window (MiB)", |s| s.rss.as_ref().map(|r| mib(r.first_window_median_bytes))),
+    ("RSS median, end of window (MiB)", |s| s.rss.as_ref().map(|r| mib(r.last_window_median_bytes))),
     ("frames delivered", |s| Some(s.frames_delivered as f64)),
     ("frames/s", |s| Some(s.frames_per_second)),
     ("latency p50 (ms)", |s| (s.latency_us.samples > 0).then(|| s.latency_us.p50 as f64 / 1e3)),
@@ -251,6 +324,8 @@ const FIGURES: [Figure; 11] = [
     ("latency p99.9 (ms)", |s| (s.latency_us.samples > 0).then(|| s.latency_us.p999 as f64 / 1e3)),
     ("ERRORs", |s| Some(s.errors as f64)),
     ("disconnects", |s| Some(s.disconnects as f64)),
+    ("MOVEs out of order", |s| Some(s.moves_reordered as f64)),
+    ("MOVEs lost", |s| Some(s.moves_missing as f64)),
     ("load client CPU (s)", |s| Some(s.client_cpu_seconds)),
 ];
 
@@ -319,11 +394,20 @@ pub(crate) fn method_line(results: &Results) -> String {
     } else {
         "latency = MOVE delivery latency from the client_time the sending bot stamps (open loop)"
     };
+    let chaos = results.chaos_fraction.map_or_else(String::new, |fraction| {
+        format!(
+            " With --chaos: {:.0} % of the clients misbehave at random and reconnect; ERRORs, disconnects, \
+             latency and MOVE counts are the other clients'.",
+            fraction * 100.0
+        )
+    });
     format!(
         "Method: scenario `{}`, {} clients, {} s warm-up then {} s measured, each server its own process, one after \
          another, {pinning}; server CPU = utime+stime from /proc/PID/stat over the measured window; peak RSS = \
-         VmHWM; frames = frames the clients received in the window; {latency}; {} run(s) per server, medians \
-         (ERRORs/disconnects: worst run). Machine: {} × {}, Linux {}, {}.",
+         VmHWM; RSS start/end = medians of VmRSS, sampled every second, over the first and the last minute of \
+         the window (a third of it if shorter); frames = frames the clients received in the window; {latency}; \
+         MOVEs out of order / lost = from the gaps in each sender's client_time; {} run(s) per server, medians \
+         (ERRORs/disconnects/MOVE counts: worst run).{chaos} Machine: {} × {}, Linux {}, {}.",
         results.scenario,
         results.bots,
         results.warmup,
@@ -354,6 +438,11 @@ pub(crate) fn markdown(results: &Results) -> String {
             out.push_str(&format!("- {}: {}\n", failure.name, failure.error));
         }
     }
+    for server in &results.servers {
+        if let Some(chaos) = &server.chaos {
+            out.push_str(&chaos_paragraph(&server.name, chaos));
+        }
+    }
     if let Some(steps) = &results.capacity_steps {
         out.push_str("\nCapacity search (bots: p99 ms, held?):\n");
         for (name, steps) in steps {
@@ -370,6 +459,33 @@ pub(crate) fn markdown(results: &Results) -> String {
     }
     out.push_str("\nPlots: `latency_cdf.svg`, `cpu_per_million_frames.svg`, `rss.svg`.\n");
     out
+}
+
+/// What the chaos clients of one server did and what it answered, as a Markdown paragraph.
+pub(crate) fn chaos_paragraph(name: &str, chaos: &ChaosSummary) -> String {
+    let listed = |map: &BTreeMap<String, u64>| -> String {
+        map.iter().map(|(key, n)| format!("{key} {n}")).collect::<Vec<_>>().join(", ")
+    };
+    let answers: Vec<String> =
+        chaos.answers.iter().map(|(misdeed, answers)| format!("{misdeed} → {}", listed(answers))).collect();
+    format!(
+        "\nChaos on {name}: {} misbehaving clients, {} misdeeds ({}). Answers: {}; {} not as protocol v1 \
+         prescribes. ERRORs by code: {}. Connections closed by the server after its fatal ERROR: {}, left open \
+         5 s after it: {}, frames sent after it: {}; closed for no reason: {}; reconnects: {}; failed \
+         connects: {}.\n",
+        chaos.bots,
+        chaos.action_total,
+        listed(&chaos.actions),
+        answers.join("; "),
+        chaos.unexpected_answers,
+        listed(&chaos.errors),
+        chaos.closed_after_error,
+        chaos.not_closed_after_error,
+        chaos.frames_after_fatal,
+        chaos.unexplained_closes,
+        chaos.reconnects,
+        chaos.connect_failures,
+    )
 }
 
 #[cfg(test)]
@@ -397,6 +513,7 @@ mod tests {
                 },
                 ..Default::default()
             },
+            rss: RssTrend::from_samples((0..=12).map(|t| (t as f64, 8 << 20)).collect(), 2.0, 10.0),
         }
     }
 
@@ -435,6 +552,35 @@ mod tests {
     }
 
     #[test]
+    fn chaos_runs_report_both_kinds_of_client() {
+        let json = r#"{"bots": 10, "welcomed": 10, "frames_received": 50, "moves_reordered": 0,
+            "moves_missing": 2, "chaos": {"bots": 1, "actions": {"burst": 2, "reset": 1}, "action_total": 3,
+            "answers": {"burst": {"RATE_LIMITED": 2}}, "errors": {"RATE_LIMITED": 2}, "error_total": 2,
+            "reconnects": 1}}"#;
+        let report: ClientReport = serde_json::from_str(json).unwrap();
+        assert_eq!(report.moves_missing, 2);
+        let chaos = report.chaos.clone().expect("the chaos section");
+        assert_eq!((chaos.bots, chaos.action_total, chaos.reconnects), (1, 3, 1));
+        let mut first = run(1.0, 1000, 100, 0);
+        first.client = report.clone();
+        let mut second = first.clone();
+        second.client.moves_missing = 0;
+        // A run whose RSS grew by an eighth: the worst, so the one reported.
+        second.rss =
+            RssTrend::from_samples((0..=12).map(|t| (t as f64, (8 + t / 6) << 20)).collect(), 0.0, 12.0);
+        let result = aggregate("gamewire", &[first, second]);
+        assert_eq!(result.moves_missing, 2);
+        let summed = result.chaos.as_ref().unwrap();
+        assert_eq!((summed.action_total, summed.answers["burst"]["RATE_LIMITED"]), (6, 4));
+        let rss = result.rss.as_ref().unwrap();
+        assert_eq!((rss.first_window_median_bytes, rss.last_window_median_bytes), (8 << 20, 9 << 20));
+        assert_eq!(rss.growth, Some(1.125));
+        let paragraph = chaos_paragraph("gamewire", summed);
+        assert!(paragraph.contains("6 misdeeds (burst 4, reset 2)"), "{paragraph}");
+        assert!(paragraph.contains("burst → RATE_LIMITED 4; 0 not as protocol v1"), "{paragraph}");
+    }
+
+    #[test]
     fn the_table_has_ratios_and_na() {
         let mut gamewire = aggregate("gamewire", &[run(1.0, 1000, 100, 0)]);
         gamewire.peak_rss_bytes = 5 << 20;
@@ -445,6 +591,7 @@ mod tests {
             duration: 10.0,
             warmup: 1.0,
             runs: 1,
+            chaos_fraction: None,
             machine: Machine { cores: 2, kernel: "6.1".into(), cpu_model: "test".into() },
             date: "2024-01-01T00:00:00Z".into(),
             command: vec!["gamewire".into(), "bench".into()],
@@ -462,6 +609,8 @@ mod tests {
         assert!(table.contains("| peak RSS (MiB) | 5.00 | 10.0 | 0.50× |"), "{table}");
         assert!(table.contains("| ERRORs | 0 | 0 | n/a |"), "{table}");
         assert!(table.contains("| capacity at p99 ≤ 50 ms (bots) | 3000 | n/a | n/a |"), "{table}");
+        assert!(table.contains("| RSS median, end of window (MiB) | 8.00 | 8.00 | 1.00× |"), "{table}");
+        assert!(table.contains("| MOVEs lost | 0 | 0 | n/a |"), "{table}");
         let md = markdown(&results);
         assert!(md.contains("Method:") && md.contains("pinned to CPU 0"));
     }

@@ -54,6 +54,24 @@ pub(crate) fn mmo_world_side(players: usize, aoi_radius: f64, in_view: f64) -> f
     (players as f64 * std::f64::consts::PI * aoi_radius * aoi_radius / in_view).sqrt()
 }
 
+/// How a quantity sampled over a run moved: the medians of the samples `(seconds, value)` within
+/// `window` seconds of the start and of the end of `[from, to]`, and the largest sample in it. `None`
+/// when a window holds no sample.
+pub(crate) fn window_medians(
+    samples: &[(f64, f64)],
+    from: f64,
+    to: f64,
+    window: f64,
+) -> Option<(f64, f64, f64)> {
+    let within = |low: f64, high: f64| -> Vec<f64> {
+        samples.iter().filter(|(t, _)| (low..=high).contains(t)).map(|&(_, v)| v).collect()
+    };
+    let first = median(&within(from, from + window))?;
+    let last = median(&within(to - window, to))?;
+    let max = within(from, to).into_iter().fold(f64::NEG_INFINITY, f64::max);
+    Some((first, last, max))
+}
+
 /// Server CPU microseconds spent per delivered frame (also: CPU seconds per million frames);
 /// `None` when no frame was delivered.
 pub(crate) fn cpu_us_per_frame(cpu_seconds: f64, frames: u64) -> Option<f64> {
@@ -185,6 +203,20 @@ mod tests {
         assert_eq!(bisect_step(1268, 1902, 0.0), Some(1585));
         assert_eq!(bisect_step(10, 11, 0.0), None);
         assert_eq!(bisect_step(12, 11, 0.0), None);
+    }
+
+    #[test]
+    fn windows_compare_the_start_and_the_end() {
+        // One sample a second over 0..=10 s: 5 MiB for the first 3 s, then a leak of 1 MiB/s.
+        let samples: Vec<(f64, f64)> =
+            (0..=10).map(|t| (t as f64, if t < 3 { 5.0 } else { 5.0 + (t - 2) as f64 })).collect();
+        assert_eq!(window_medians(&samples, 0.0, 10.0, 2.0), Some((5.0, 12.0, 13.0)));
+        let flat: Vec<(f64, f64)> = (0..60).map(|t| (t as f64, 12.0)).collect();
+        assert_eq!(window_medians(&flat, 5.0, 59.0, 10.0), Some((12.0, 12.0, 12.0)));
+        // Samples outside [from, to] (the warm-up) do not count.
+        assert_eq!(window_medians(&samples, 3.0, 10.0, 1.0), Some((6.5, 12.5, 13.0)));
+        assert_eq!(window_medians(&[], 0.0, 10.0, 2.0), None);
+        assert_eq!(window_medians(&samples, 20.0, 30.0, 2.0), None);
     }
 
     #[test]
