@@ -170,14 +170,16 @@ impl Outbound {
         }
         // A fatal ERROR always gets in (at most 216 bytes, and it ends the queue): a client cut off for
         // any reason must learn why, even when its queue sits right at the limit.
-        // Once a frame was refused, later ones are too: a client must not get a MOVE whose ENTER fell.
-        if !is_error && (queue.is_over_hard() || queue.queued_bytes() + frame.len() > self.hard_limit) {
+        // Once a frame was refused (or the backlog discarded), later ones are too: a client must not get
+        // a MOVE whose ENTER fell.
+        if !is_error && queue.is_refusing() {
+            return;
+        }
+        if !is_error && queue.queued_bytes() + frame.len() > self.hard_limit {
             // The connection is cut off with SLOW_CONSUMER once the world's call returns; frames for it
             // meanwhile are pointless, and queueing them would grow memory past the limit.
-            if !queue.is_over_hard() {
-                queue.mark_over_hard();
-                self.over_hard.push(token);
-            }
+            queue.refuse_all_but_error();
+            self.over_hard.push(token);
             return;
         }
         let frame = match queue.is_stalled() {
@@ -222,5 +224,49 @@ impl Outbox for Outbound {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::IoSlice;
+
+    use gamewire_pool::PoolConfig;
+
+    use super::*;
+
+    fn queued_bytes_of(out: &Outbound, token: usize) -> Vec<u8> {
+        let mut slices = [IoSlice::new(&[]); crate::send_queue::MAX_IOVECS];
+        let count = out.queues[token].io_slices(&mut slices);
+        slices[..count].iter().flat_map(|slice| slice.iter().copied()).collect()
+    }
+
+    #[test]
+    fn after_a_discard_only_the_fatal_error_gets_in() {
+        let pool = Pool::new(PoolConfig { chunk_size: 1024, chunk_count: 8 }).unwrap();
+        let mut out = Outbound::new(pool, 1 << 10, 1 << 20, Instant::now());
+        out.open(0);
+        let frame = |text: &str| PoolBytes::from_vec(text.as_bytes().to_vec());
+        out.deliver(0, &frame("one"), false);
+        out.deliver(0, &frame("two"), false);
+        out.queues[0].discard_unstarted();
+        // With the world on its own thread, frames it sent before it saw the cut-off still arrive.
+        out.deliver(0, &frame("three"), false);
+        out.deliver(0, &frame("ERR"), true);
+        assert_eq!(queued_bytes_of(&out, 0), b"ERR", "a gap, then a frame after it: never");
+    }
+
+    #[test]
+    fn a_frame_over_the_hard_limit_is_refused_and_so_is_every_later_one() {
+        let pool = Pool::new(PoolConfig { chunk_size: 1024, chunk_count: 8 }).unwrap();
+        let mut out = Outbound::new(pool, 4, 8, Instant::now());
+        out.open(0);
+        let frame = |text: &str| PoolBytes::from_vec(text.as_bytes().to_vec());
+        out.deliver(0, &frame("12345"), false);
+        out.deliver(0, &frame("6789"), false); // 9 > 8: refused, the connection listed once
+        out.deliver(0, &frame("x"), false); // would fit, but must not follow a gap
+        out.deliver(0, &frame("ERR"), true);
+        assert_eq!(queued_bytes_of(&out, 0), b"12345ERR");
+        assert_eq!(out.over_hard, [0]);
     }
 }

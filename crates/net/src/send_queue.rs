@@ -24,8 +24,11 @@ pub(crate) struct SendQueue {
     over_soft_since: Option<Instant>,
     /// No more frames may be queued: a fatal ERROR is the last thing this client gets.
     sealed: bool,
-    /// A frame was refused because it would have crossed the hard limit.
-    over_hard: bool,
+    /// Only a fatal ERROR may still be queued: a frame was refused because it would have crossed the hard
+    /// limit, or the unsent frames were discarded for a cut-off. Whatever the world produces until its
+    /// ERROR arrives (with the world on another thread, frames already on their way) is dropped too:
+    /// after a gap, nothing but the ERROR.
+    refusing: bool,
     /// Frames at the front that an asynchronous send (io_uring) is reading from: they stay queued, and
     /// so alive, until its completion says how much it took.
     in_flight: usize,
@@ -56,12 +59,12 @@ impl SendQueue {
         self.sealed
     }
 
-    pub(crate) fn is_over_hard(&self) -> bool {
-        self.over_hard
+    pub(crate) fn is_refusing(&self) -> bool {
+        self.refusing
     }
 
-    pub(crate) fn mark_over_hard(&mut self) {
-        self.over_hard = true;
+    pub(crate) fn refuse_all_but_error(&mut self) {
+        self.refusing = true;
     }
 
     pub(crate) fn over_soft_since(&self) -> Option<Instant> {
@@ -116,8 +119,9 @@ impl SendQueue {
     }
 
     /// Drops every frame not yet started, so that a final ERROR can follow the partly written one
-    /// without waiting behind a backlog the client will never read.
+    /// without waiting behind a backlog the client will never read; only that ERROR may follow.
     pub(crate) fn discard_unstarted(&mut self) {
+        self.refusing = true;
         let keep = usize::from(self.front_written > 0).max(self.in_flight);
         while self.frames.len() > keep {
             let frame = self.frames.pop_back().expect("len > keep");
