@@ -322,7 +322,7 @@ mod tests {
     /// error code of the first frame refused, or the packets accepted.
     fn server_view(bytes: &[u8], own_id: u32) -> Result<Vec<PacketKind>, ErrorCode> {
         let mut decoder = FrameDecoder::new(Direction::ToServer, gamewire_proto::DEFAULT_MAX_PAYLOAD);
-        decoder.set_player_id(own_id);
+        decoder.set_player_id(own_id).expect("a fresh decoder holds no header");
         let mut input = bytes;
         let mut kinds = Vec::new();
         loop {

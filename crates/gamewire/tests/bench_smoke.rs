@@ -3,24 +3,16 @@
 //! `gamewire bench --quick` whose results.json must hold the figures. Only 127.0.0.1; every child is
 //! killed when dropped. No timing is asserted: performance is the bench's business, not a test's.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const GAMEWIRE: &str = env!("CARGO_BIN_EXE_gamewire");
+mod common;
 
-/// A child process killed and reaped on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{GAMEWIRE, Killed, free_addr, start_listening};
 
 /// A baseline's executable: a sibling of `gamewire` in the same target directory.
 fn sibling(name: &str) -> PathBuf {
@@ -33,33 +25,17 @@ fn sibling(name: &str) -> PathBuf {
     path
 }
 
-fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr")
-}
-
 /// Starts a server (`program` + `args`, with --addr and a small world so 50 bots see each other) and
 /// waits until it accepts connections.
 fn start_server(program: &Path, args: &[&str]) -> (Killed, SocketAddr) {
     let addr = free_addr();
-    let child = Command::new(program)
-        .args(args)
-        .args(["--addr", &addr.to_string(), "--world", "200,200", "--seed", "1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-    let mut server = Killed(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if let Ok(Some(status)) = server.0.try_wait() {
-            panic!("{} exited at start: {status}", program.display());
-        }
-        assert!(Instant::now() < deadline, "{} did not accept connections within 10 s", program.display());
-        std::thread::sleep(Duration::from_millis(20));
+    let addr_text = addr.to_string();
+    let args: Vec<&str> =
+        args.iter().copied().chain(["--addr", &addr_text, "--world", "200,200", "--seed", "1"]).collect();
+    match start_listening(program, &args, addr, Stdio::null()) {
+        Ok(server) => (server, addr),
+        Err(status) => panic!("{} exited at start: {status}", program.display()),
     }
-    (server, addr)
 }
 
 /// Runs `gamewire bots --json` against `addr` and returns its summary.

@@ -1,30 +1,17 @@
 //! A short soak: `gamewire bots --chaos` against `gamewire serve` on 127.0.0.1, then a fresh client.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gamewire_proto::{Direction, FrameDecoder, Packet, SERVER_PAYLOAD_MAX, encode_frame_to_vec};
 use serde_json::Value;
 
-const GAMEWIRE: &str = env!("CARGO_BIN_EXE_gamewire");
+mod common;
 
-/// A child process killed and reaped on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr")
-}
+use common::{GAMEWIRE, Killed, free_addr, start_listening};
 
 /// The server's log, for failure messages.
 fn log_of(path: &Path) -> String {
@@ -35,23 +22,13 @@ fn log_of(path: &Path) -> String {
 /// and waits until it accepts connections.
 fn start_server(log: &Path) -> (Killed, SocketAddr) {
     let addr = free_addr();
-    let child = Command::new(GAMEWIRE)
-        .args(["serve", "--addr", &addr.to_string(), "--world", "200,200", "--seed", "1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("create the server log"))
-        .spawn()
-        .expect("start gamewire serve");
-    let mut server = Killed(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if let Ok(Some(status)) = server.0.try_wait() {
-            panic!("gamewire serve exited at start: {status}\n{}", log_of(log));
-        }
-        assert!(Instant::now() < deadline, "gamewire serve did not accept connections within 10 s");
-        std::thread::sleep(Duration::from_millis(20));
+    let args = ["serve", "--addr", &addr.to_string(), "--world", "200,200", "--seed", "1"].map(String::from);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let stderr = std::fs::File::create(log).expect("create the server log");
+    match start_listening(GAMEWIRE.as_ref(), &args, addr, stderr.into()) {
+        Ok(server) => (server, addr),
+        Err(status) => panic!("gamewire serve exited at start: {status}\n{}", log_of(log)),
     }
-    (server, addr)
 }
 
 /// A new player joins: HELLO, and the first frame back must be its WELCOME.

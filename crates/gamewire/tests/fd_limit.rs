@@ -3,24 +3,17 @@
 //! as descriptors come back. Both backends; only 127.0.0.1.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use gamewire_proto::{Direction, FrameDecoder, Packet, PacketKind, encode_frame_to_vec};
 
-const GAMEWIRE: &str = env!("CARGO_BIN_EXE_gamewire");
+mod common;
+
+use common::{GAMEWIRE, Killed, free_addr, start_listening};
+
 const CLIENTS: usize = 100;
-
-/// A child process killed and reaped on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A client that sent HELLO and watches for its WELCOME without blocking.
 struct Client {
@@ -57,30 +50,17 @@ impl Client {
 }
 
 fn start(io: &str) -> Option<(Killed, SocketAddr)> {
-    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let addr = free_addr();
     let command = format!(
         "ulimit -n 64 && exec {GAMEWIRE} serve --io {io} --workers 1 --addr {addr} --world 200,200 --spawn 100,100"
     );
-    let child = Command::new("sh")
-        .args(["-c", &command])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start gamewire serve under sh");
-    let mut server = Killed(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(Some(status)) = server.0.try_wait() {
+    match start_listening("sh".as_ref(), &["-c", &command], addr, Stdio::null()) {
+        Ok(server) => Some((server, addr)),
+        Err(status) => {
             // `--io uring` where the kernel lacks it: nothing to test on that backend here.
             eprintln!("--- {io}: SKIPPED, the server exited at start ({status})");
-            return None;
+            None
         }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Some((server, addr));
-        }
-        assert!(Instant::now() < deadline, "{io}: the server did not listen within 10 s");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -21,8 +21,8 @@ use gamewire_proto::{Direction, ErrorCode, FrameDecoder, Packet, SERVER_PAYLOAD_
 const BOTS: usize = 1000;
 /// The flooder's CHATs per second (256 bytes of text each).
 const CHATS_PER_SECOND: f64 = 300.0;
-const SOFT_LIMIT: u64 = 256 << 10;
-const HARD_LIMIT: u64 = 1 << 20;
+const SOFT_LIMIT: u64 = 262_144;
+const HARD_LIMIT: u64 = 1_048_576;
 const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 /// Generous bound on what the kernel buffers for a peer that does not read (our 64 KiB send buffer,
 /// doubled by the kernel, plus the peer's receive buffer) before the server's own queue grows.
@@ -115,7 +115,8 @@ fn read_after_the_cut(mut stream: TcpStream, io: &str) -> u64 {
 
 fn run(io: &str) {
     let addr = free_addr();
-    let args: Vec<String> = [
+    let addr_text = addr.to_string();
+    let args = [
         "serve",
         "--io",
         io,
@@ -123,7 +124,7 @@ fn run(io: &str) {
         "2",
         "--no-pin",
         "--addr",
-        &addr.to_string(),
+        &addr_text,
         "--world",
         "991,991",
         "--aoi-radius",
@@ -134,15 +135,13 @@ fn run(io: &str) {
         "1000/1000",
         // The defaults, spelled out because the assertions depend on them.
         "--send-soft-limit",
-        &SOFT_LIMIT.to_string(),
+        "262144",
         "--send-hard-limit",
-        &HARD_LIMIT.to_string(),
+        "1048576",
         "--write-deadline",
         "5",
-    ]
-    .map(String::from)
-    .to_vec();
-    let Some(server) = start_listening(GAMEWIRE.as_ref(), &args, addr) else {
+    ];
+    let Ok(server) = start_listening(GAMEWIRE.as_ref(), &args, addr, Stdio::null()) else {
         eprintln!("--- {io}: SKIPPED, the server exited at start (no io_uring here?)");
         return;
     };

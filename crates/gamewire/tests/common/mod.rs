@@ -5,7 +5,7 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// The `gamewire` binary under test.
@@ -27,27 +27,33 @@ pub(crate) fn free_addr() -> SocketAddr {
     listener.local_addr().expect("local addr")
 }
 
-/// Starts `program args` (which must listen on `addr`) with its output discarded, and waits up to 10 s
-/// until it accepts connections. `None` when it exits first (e.g. `--io uring` on a kernel without
-/// io_uring): the caller says what it skips.
-pub(crate) fn start_listening(program: &Path, args: &[String], addr: SocketAddr) -> Option<Killed> {
+/// Starts `program args` (which must listen on `addr`), its stdout discarded and its stderr to
+/// `stderr`, and waits up to 10 s until it accepts connections. `Err` with the exit status when it exits
+/// first (e.g. `--io uring` on a kernel without io_uring): the caller decides whether that fails the
+/// test or skips it.
+pub(crate) fn start_listening(
+    program: &Path,
+    args: &[&str],
+    addr: SocketAddr,
+    stderr: Stdio,
+) -> Result<Killed, ExitStatus> {
     let child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
     let mut server = Killed(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if let Ok(Some(_)) = server.0.try_wait() {
-            return None;
+        if let Ok(Some(status)) = server.0.try_wait() {
+            return Err(status);
         }
         assert!(Instant::now() < deadline, "{} did not accept connections within 10 s", program.display());
         std::thread::sleep(Duration::from_millis(20));
     }
-    Some(server)
+    Ok(server)
 }
 
 /// Resident memory of process `pid` in bytes (VmRSS), if it is still running.
