@@ -12,7 +12,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{GAMEWIRE, Killed, free_addr, start_listening};
+use common::{GAMEWIRE, Killed, free_addr, run_bots, start_listening};
 
 /// A baseline's executable: a sibling of `gamewire` in the same target directory.
 fn sibling(name: &str) -> PathBuf {
@@ -40,19 +40,7 @@ fn start_server(program: &Path, args: &[&str]) -> (Killed, SocketAddr) {
 
 /// Runs `gamewire bots --json` against `addr` and returns its summary.
 fn bots(addr: SocketAddr) -> Value {
-    let output = Command::new(GAMEWIRE)
-        .args(["bots", "--json", "--bots", "50", "--warmup", "1", "--duration", "2.5", "--chat-hz", "0.2"])
-        .args(["--addr", &addr.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run gamewire bots");
-    assert!(
-        output.status.success(),
-        "gamewire bots failed: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("bots --json prints JSON")
+    run_bots(addr, &["--bots", "50", "--warmup", "1", "--duration", "2.5", "--chat-hz", "0.2"])
 }
 
 fn check_delivery(server: &str, summary: &Value) {

@@ -3,15 +3,13 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gamewire_proto::{Direction, FrameDecoder, Packet, SERVER_PAYLOAD_MAX, encode_frame_to_vec};
-use serde_json::Value;
 
 mod common;
 
-use common::{GAMEWIRE, Killed, free_addr, start_listening};
+use common::{GAMEWIRE, Killed, free_addr, run_bots, start_listening};
 
 /// The server's log, for failure messages.
 fn log_of(path: &Path) -> String {
@@ -68,20 +66,26 @@ fn honest_bots_are_served_untouched_while_chaos_bots_misbehave() {
     let log = scratch_log("chaos-server");
     let (mut server, addr) = start_server(&log);
     // 20 of 100 bots misbehave about once a second each: some 100 misdeeds in 8 s.
-    let output = Command::new(GAMEWIRE)
-        .args(["bots", "--json", "--bots", "100", "--warmup", "1", "--duration", "8", "--chat-hz", "0.2"])
-        .args(["--chaos", "--chaos-fraction", "0.2", "--chaos-interval", "1", "--seed", "7"])
-        .args(["--addr", &addr.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run gamewire bots");
-    assert!(
-        output.status.success(),
-        "gamewire bots failed: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
+    let summary = run_bots(
+        addr,
+        &[
+            "--bots",
+            "100",
+            "--warmup",
+            "1",
+            "--duration",
+            "8",
+            "--chat-hz",
+            "0.2",
+            "--chaos",
+            "--chaos-fraction",
+            "0.2",
+            "--chaos-interval",
+            "1",
+            "--seed",
+            "7",
+        ],
     );
-    let summary: Value = serde_json::from_slice(&output.stdout).expect("bots --json prints JSON");
     let field = |name: &str| summary[name].as_u64().unwrap_or_else(|| panic!("no {name}: {summary}"));
 
     // The honest bots saw nothing of it.

@@ -285,14 +285,7 @@ mod tests {
         assert!(!done);
         assert_eq!(wire, b"hellow");
         assert_eq!(queue.queued_bytes(), 4);
-        let done = queue
-            .flush_with(1000, |slices| {
-                let all: Vec<u8> = slices.iter().flat_map(|s| s.iter().copied()).collect();
-                wire.extend_from_slice(&all);
-                Ok(all.len())
-            })
-            .unwrap();
-        assert!(done);
+        wire.extend(flush_all(&mut queue));
         assert_eq!(wire, b"helloworld");
         assert!(queue.is_empty());
     }

@@ -63,3 +63,20 @@ pub(crate) fn resident_bytes(pid: u32) -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
+
+/// Runs `gamewire bots --json --addr addr args…` to the end and returns its summary.
+pub(crate) fn run_bots(addr: SocketAddr, args: &[&str]) -> serde_json::Value {
+    let output = Command::new(GAMEWIRE)
+        .args(["bots", "--json", "--addr", &addr.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run gamewire bots");
+    assert!(
+        output.status.success(),
+        "gamewire bots failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("bots --json prints JSON")
+}
