@@ -64,6 +64,30 @@ fn bots_play_on_gamewire() {
 }
 
 #[test]
+fn bots_that_read_every_few_milliseconds_miss_nothing() {
+    let (_server, addr) = start_server(Path::new(GAMEWIRE), &["serve"]);
+    let summary = run_bots(
+        addr,
+        &[
+            "--bots",
+            "50",
+            "--warmup",
+            "1",
+            "--duration",
+            "2.5",
+            "--chat-hz",
+            "0.2",
+            "--read-interval",
+            "0.005",
+        ],
+    );
+    check_delivery("gamewire, --read-interval 0.005", &summary);
+    // Reading every 5 ms, a MOVE waits up to 5 ms more in the socket: the median shows it, bounded.
+    let p50 = summary["latency_us"]["p50"].as_u64().expect("a median");
+    assert!(p50 >= 1_000, "reads were not spaced: median latency {p50} µs");
+}
+
+#[test]
 fn bots_play_on_baseline_tokio() {
     let (_server, addr) = start_server(&sibling("gamewire-baseline-tokio"), &[]);
     check_delivery("tokio", &bots(addr));

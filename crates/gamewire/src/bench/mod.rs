@@ -163,6 +163,10 @@ pub(crate) struct BenchArgs {
     /// Fraction of the bots that misbehave with --chaos.
     #[arg(long, default_value_t = 0.1)]
     chaos_fraction: f64,
+    /// `--read-interval` of `gamewire bots`: least seconds between two rounds of reads (0: read as soon
+    /// as data arrives). A millisecond lightens the load generator's kernel work per frame.
+    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
+    bots_read_interval: f64,
     /// Internal: run the echo client against this address and print its JSON summary.
     #[arg(long, hide = true)]
     echo_client: Option<SocketAddr>,
@@ -187,8 +191,16 @@ struct Plan {
     flush_interval: f64,
     send_zerocopy_threshold: usize,
     workers: usize,
+    bots_options: BotsOptions,
+}
+
+/// What the bench passes on to `gamewire bots` besides the scenario's load.
+#[derive(Clone, Copy, Debug, Default)]
+struct BotsOptions {
     /// `Some(fraction)` with --chaos.
     chaos: Option<f64>,
+    /// `--read-interval`, in seconds (0: not passed).
+    read_interval: f64,
 }
 
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -244,7 +256,10 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         flush_interval: args.flush_interval,
         send_zerocopy_threshold: args.send_zerocopy_threshold,
         workers: args.workers,
-        chaos: args.chaos.then_some(args.chaos_fraction),
+        bots_options: BotsOptions {
+            chaos: args.chaos.then_some(args.chaos_fraction),
+            read_interval: args.bots_read_interval,
+        },
     };
 
     let mut measured: Vec<ServerResult> = Vec::new();
@@ -303,7 +318,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         duration: plan.duration,
         warmup: plan.warmup,
         runs: plan.runs,
-        chaos_fraction: plan.chaos,
+        chaos_fraction: plan.bots_options.chaos,
         machine: proc::Machine::detect(),
         date: stats::format_utc(now),
         command: std::env::args().collect(),
@@ -414,7 +429,7 @@ fn client_args(
     duration: f64,
     addr: SocketAddr,
     seed: u64,
-    chaos: Option<f64>,
+    options: BotsOptions,
 ) -> Vec<String> {
     let common = [
         "--addr".to_string(),
@@ -448,8 +463,11 @@ fn client_args(
             } else {
                 args.extend(["--stay-within".to_string(), "20".to_string()]);
             }
-            if let Some(fraction) = chaos {
+            if let Some(fraction) = options.chaos {
                 args.extend(["--chaos".to_string(), "--chaos-fraction".to_string(), fraction.to_string()]);
+            }
+            if options.read_interval > 0.0 {
+                args.extend(["--read-interval".to_string(), options.read_interval.to_string()]);
             }
         }
     }
@@ -475,7 +493,7 @@ fn measure(
     let server_pid = server.pid();
 
     let client_log = plan.logs.join(format!("{}-{label}.client.log", kind.name()));
-    let args = client_args(plan.scenario, bots, warmup, duration, addr, seed, plan.chaos);
+    let args = client_args(plan.scenario, bots, warmup, duration, addr, seed, plan.bots_options);
     let command = child::command(plan.client_pin, &plan.exe, &args);
     let mut client = Guard::spawn("load client", command, client_log, true)?;
     let started = Instant::now();
@@ -743,15 +761,16 @@ mod tests {
     #[test]
     fn client_arguments() {
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let mmo = client_args(Scenario::Mmo, 50, 1.0, 3.0, addr, 7, None).join(" ");
+        let mmo = client_args(Scenario::Mmo, 50, 1.0, 3.0, addr, 7, BotsOptions::default()).join(" ");
         assert!(mmo.starts_with("bots --json --addr 127.0.0.1:9 --bots 50 --warmup 1 --duration 3"), "{mmo}");
         assert!(mmo.contains("--chat-hz 0.2") && mmo.contains("--move-hz 10") && mmo.contains("--seed 7"));
         assert!(!mmo.contains("--chaos"), "{mmo}");
-        let crowd = client_args(Scenario::Crowd, 50, 1.0, 3.0, addr, 7, None).join(" ");
+        let crowd = client_args(Scenario::Crowd, 50, 1.0, 3.0, addr, 7, BotsOptions::default()).join(" ");
         assert!(crowd.contains("--stay-within 20"), "{crowd}");
-        let soak = client_args(Scenario::Mmo, 50, 1.0, 3.0, addr, 7, Some(0.25)).join(" ");
-        assert!(soak.ends_with("--chaos --chaos-fraction 0.25"), "{soak}");
-        let echo = client_args(Scenario::Echo, 50, 1.0, 3.0, addr, 7, None).join(" ");
+        let options = BotsOptions { chaos: Some(0.25), read_interval: 0.001 };
+        let soak = client_args(Scenario::Mmo, 50, 1.0, 3.0, addr, 7, options).join(" ");
+        assert!(soak.ends_with("--chaos --chaos-fraction 0.25 --read-interval 0.001"), "{soak}");
+        let echo = client_args(Scenario::Echo, 50, 1.0, 3.0, addr, 7, BotsOptions::default()).join(" ");
         assert_eq!(echo, "bench --echo-client 127.0.0.1:9 --bots 50 --warmup 1 --duration 3");
     }
 
