@@ -1,6 +1,6 @@
 //! Accepting keeps working at the file-descriptor limit: `gamewire serve` started with `ulimit -n 64`
 //! serves what fits, leaves the rest in the listen backlog (no crash, no spin), and accepts them as soon
-//! as descriptors come back. Both backends; only 127.0.0.1.
+//! as descriptors come back. Both backends, game and echo mode; only 127.0.0.1.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -50,10 +50,13 @@ impl Client {
 }
 
 fn start(io: &str) -> Option<(Killed, SocketAddr)> {
+    start_with(io, "--world 200,200 --spawn 100,100")
+}
+
+fn start_with(io: &str, flags: &str) -> Option<(Killed, SocketAddr)> {
     let addr = free_addr();
-    let command = format!(
-        "ulimit -n 64 && exec {GAMEWIRE} serve --io {io} --workers 1 --addr {addr} --world 200,200 --spawn 100,100"
-    );
+    let command =
+        format!("ulimit -n 64 && exec {GAMEWIRE} serve --io {io} --workers 1 --addr {addr} {flags}");
     match start_listening("sh".as_ref(), &["-c", &command], addr, Stdio::null()) {
         Ok(server) => Some((server, addr)),
         Err(status) => {
@@ -104,5 +107,65 @@ fn accepting_resumes_once_descriptors_come_back() {
         );
         assert!(server.0.try_wait().unwrap().is_none(), "{io}: the server died");
         eprintln!("--- {io}: {served} served at the limit, {after} after 20 left");
+    }
+}
+
+/// Echo mode: what waits in the backlog while descriptors are out is accepted once they come back, even
+/// if no connection of the loop closes (descriptors freed elsewhere count too: accepting is retried).
+#[test]
+fn echo_mode_accepts_again_after_running_out_of_descriptors() {
+    for io in ["mio", "uring"] {
+        let Some((mut server, addr)) = start_with(io, "--echo") else { continue };
+        let mut clients: Vec<TcpStream> = (0..CLIENTS)
+            .map(|_| {
+                let mut stream = TcpStream::connect(addr).expect("connect (the backlog takes it)");
+                stream.write_all(b"x").unwrap();
+                stream.set_nonblocking(true).unwrap();
+                stream
+            })
+            .collect();
+        let echoed = |clients: &mut [TcpStream], done: &mut Vec<bool>| {
+            for (client, done) in clients.iter_mut().zip(done.iter_mut()) {
+                let mut byte = [0u8; 1];
+                if let Ok(1) = client.read(&mut byte) {
+                    *done = true;
+                }
+            }
+            done.iter().filter(|&&d| d).count()
+        };
+        let mut done = vec![false; CLIENTS];
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            echoed(&mut clients, &mut done);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let served = done.iter().filter(|&&d| d).count();
+        assert!((10..CLIENTS).contains(&served), "{io}: {served} of {CLIENTS} echoed under `ulimit -n 64`");
+        assert!(server.0.try_wait().unwrap().is_none(), "{io}: the echo server died at the descriptor limit");
+        // Twenty echoed clients leave; waiting ones get in and are echoed.
+        let mut left = 0;
+        let mut kept = Vec::new();
+        let mut kept_done = Vec::new();
+        for (client, was_done) in clients.into_iter().zip(done) {
+            if was_done && left < 20 {
+                left += 1;
+                drop(client);
+            } else {
+                kept.push(client);
+                kept_done.push(was_done);
+            }
+        }
+        let before = served - left;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut after = echoed(&mut kept, &mut kept_done);
+        while after < before + 10 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            after = echoed(&mut kept, &mut kept_done);
+        }
+        assert!(
+            after >= before + 10,
+            "{io}: accepting did not resume: {after} echoed after 20 left (had {before})"
+        );
+        eprintln!("--- {io} echo: {served} echoed at the limit, {after} after 20 left");
     }
 }

@@ -41,12 +41,14 @@ pub(crate) struct EchoLoop {
     stats: RunStats,
     /// Connections served at once; more are closed as they come.
     max_connections: usize,
-    /// Accepting failed (out of descriptors): retried when a connection closes (the listener's edge
-    /// will not fire again for connections already waiting).
+    /// Accepting failed (out of descriptors): retried at `accept_retry_at`, or as soon as a connection
+    /// closes (the listener's edge will not fire again for connections already waiting).
     accept_paused: bool,
-    /// A connection closed since accepting paused: descriptors may be back.
-    closed_since_pause: bool,
+    accept_retry_at: Instant,
 }
+
+/// How long accepting stays paused after it failed (out of descriptors) before it is tried again.
+const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl std::fmt::Debug for EchoLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,7 +74,7 @@ impl EchoLoop {
             stats: RunStats::default(),
             max_connections,
             accept_paused: false,
-            closed_since_pause: false,
+            accept_retry_at: Instant::now(),
         })
     }
 
@@ -80,7 +82,13 @@ impl EchoLoop {
         let mut events = Events::with_capacity(1024);
         let mut ready: Vec<usize> = Vec::new();
         while self.shutdown.requests() == 0 {
-            let timeout = if ready.is_empty() { None } else { Some(std::time::Duration::ZERO) };
+            let timeout = if !ready.is_empty() {
+                Some(std::time::Duration::ZERO)
+            } else if self.accept_paused {
+                Some(ACCEPT_RETRY)
+            } else {
+                None
+            };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
@@ -107,9 +115,8 @@ impl EchoLoop {
                 }
             }
             turn.clear();
-            if self.accept_paused && self.conns.len() < self.max_connections && self.closed_since_pause {
+            if self.accept_paused && Instant::now() >= self.accept_retry_at {
                 self.accept_paused = false;
-                self.closed_since_pause = false;
                 self.accept_all()?;
             }
         }
@@ -140,8 +147,9 @@ impl EchoLoop {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
-                    tracing::warn!(%error, "accept failed; paused until a connection closes");
+                    tracing::warn!(%error, "accept failed; paused");
                     self.accept_paused = true;
+                    self.accept_retry_at = Instant::now() + ACCEPT_RETRY;
                     return Ok(());
                 }
             }
@@ -215,7 +223,8 @@ impl EchoLoop {
         if closed {
             let mut conn = self.conns.remove(token);
             let _ = self.poll.registry().deregister(&mut conn.stream);
-            self.closed_since_pause = self.accept_paused;
+            // Its descriptor is back: a paused accept may go on at once.
+            self.accept_retry_at = Instant::now();
             return false;
         }
         again

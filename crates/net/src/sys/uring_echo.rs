@@ -6,7 +6,7 @@ use std::io;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gamewire_pool::Pool;
 use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
@@ -55,9 +55,14 @@ pub(crate) struct UringEchoLoop {
     stats: RunStats,
     /// Connections served at once; more are closed as they come.
     max_connections: usize,
-    /// Accepting failed (out of descriptors): re-armed when a connection closes.
+    /// Accepting failed (out of descriptors): re-armed when a connection closes or at
+    /// `accept_retry_at`.
     accept_paused: bool,
+    accept_retry_at: Instant,
 }
+
+/// How long accepting stays paused after it failed (out of descriptors) before it is tried again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 impl std::fmt::Debug for UringEchoLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -96,6 +101,7 @@ impl UringEchoLoop {
             stats: RunStats::default(),
             max_connections,
             accept_paused: false,
+            accept_retry_at: Instant::now(),
         };
         event_loop.arm_accept();
         event_loop.arm_wake();
@@ -175,6 +181,10 @@ impl UringEchoLoop {
                 rearm.clear();
                 self.rearm = rearm;
             }
+            if self.accept_paused && Instant::now() >= self.accept_retry_at {
+                self.accept_paused = false;
+                self.arm_accept();
+            }
         }
         Ok(self.stats)
     }
@@ -193,24 +203,18 @@ impl UringEchoLoop {
                     self.stats.accepted += 1;
                     if self.conns.len() >= self.max_connections {
                         drop(socket); // Echo mode has no protocol to say SERVER_FULL with.
-                        return;
+                    } else {
+                        self.admit(socket);
                     }
-                    let _ = socket2::SockRef::from(&socket).set_tcp_nodelay(true);
-                    let token = self.conns.insert(EchoConn {
-                        socket,
-                        receiving: false,
-                        sending: false,
-                        closing: false,
-                        eof: false,
-                        failed: false,
-                        pending: VecDeque::new(),
-                    });
-                    self.arm_receive(token);
                 } else {
-                    // EMFILE and the like: re-arming at once would fail at once, in a loop. The pending
-                    // connection waits in the backlog until a connection closes.
+                    // EMFILE and the like: re-arming at once would fail at once, in a loop. Retried
+                    // when a connection of this loop closes, or after a pause (descriptors may come
+                    // back elsewhere in the process).
                     tracing::warn!(error = %io::Error::from_raw_os_error(-result), "accept failed; paused");
-                    self.accept_paused = !more;
+                    if !more {
+                        self.accept_paused = true;
+                        self.accept_retry_at = Instant::now() + ACCEPT_RETRY;
+                    }
                     return;
                 }
                 if !more {
@@ -222,6 +226,20 @@ impl UringEchoLoop {
             Some(Op::Wake) => self.arm_wake(),
             Some(Op::Cancel) | None => {}
         }
+    }
+
+    fn admit(&mut self, socket: OwnedFd) {
+        let _ = socket2::SockRef::from(&socket).set_tcp_nodelay(true);
+        let token = self.conns.insert(EchoConn {
+            socket,
+            receiving: false,
+            sending: false,
+            closing: false,
+            eof: false,
+            failed: false,
+            pending: VecDeque::new(),
+        });
+        self.arm_receive(token);
     }
 
     fn received(&mut self, token: usize, result: i32, flags: u32, more: bool) {
