@@ -499,7 +499,10 @@ impl<S> Worker<S> {
     /// viewers, which can push another over, so this runs until none is left.
     pub(crate) fn settle(&mut self, now: Instant) {
         while let Some(token) = self.out.over_hard.pop() {
-            if self.conns.contains(token) && self.conns[token].phase == Phase::Open {
+            // A session whose end was already asked for (several workers: its ERROR may be queued, its
+            // `End` on the way) keeps what it has: discarding could drop that ERROR, and nothing more
+            // gets in past the limit anyway.
+            if self.conns.get(token).is_some_and(|conn| conn.phase == Phase::Open && !conn.end_requested) {
                 self.out.queues[token].discard_unstarted();
                 self.fail(token, ErrorCode::SlowConsumer, now);
             }
