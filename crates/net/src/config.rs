@@ -34,8 +34,11 @@ pub struct ServerConfig {
     /// The kernel send buffer of each game connection (SO_SNDBUF; the kernel doubles it for its
     /// bookkeeping). 0 leaves it to the kernel's autotuning, which on Linux grows a buffer to 4 MiB for a
     /// peer that stops reading: minutes of a game's traffic hidden from the send limits above, and up to
-    /// gigabytes of kernel memory across thousands of connections. The default, 64 KiB, holds seconds of
-    /// a player's traffic, far more than a healthy connection needs.
+    /// gigabytes of kernel memory across thousands of connections. TCP keeps no more unacknowledged bytes
+    /// in flight than this buffer holds, so it also caps one connection's rate near 2 x the size per round
+    /// trip: with the default, 64 KiB, about 1.3 MB/s at 100 ms (less with many small writes, whose
+    /// bookkeeping counts too), far above the tens of KB/s a player receives. Raise it for distant clients
+    /// that receive a lot: one that cannot keep up stays over the soft limit and is cut off.
     pub socket_send_buffer: usize,
     /// How long the bytes of an unfinished frame may wait for the rest (TIMEOUT).
     pub partial_frame_timeout: Duration,
