@@ -2,7 +2,7 @@
 
 use std::io;
 
-/// CPU time of a process in clock ticks, as /proc/<pid>/stat reports it (all threads included).
+/// CPU time of a process in clock ticks, as `/proc/<pid>/stat` reports it (all threads included).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct CpuTicks {
     /// Field 14: time in user mode.
@@ -17,7 +17,7 @@ impl CpuTicks {
     }
 }
 
-/// Parses `utime` and `stime` (fields 14 and 15) out of the text of /proc/<pid>/stat.
+/// Parses `utime` and `stime` (fields 14 and 15) out of the text of `/proc/<pid>/stat`.
 ///
 /// Field 2, `comm`, is the executable's name in parentheses and may itself contain spaces and
 /// parentheses, so the fields after it are found from the LAST `)` of the line.
@@ -30,17 +30,17 @@ pub(crate) fn parse_stat_cpu(stat: &str) -> Option<CpuTicks> {
     Some(CpuTicks { utime, stime })
 }
 
-/// Parses the peak resident set size, `VmHWM`, out of /proc/<pid>/status, in bytes.
+/// Parses the peak resident set size, `VmHWM`, out of `/proc/<pid>/status`, in bytes.
 pub(crate) fn parse_vm_hwm(status: &str) -> Option<u64> {
     parse_status_bytes(status, "VmHWM")
 }
 
-/// Parses the current resident set size, `VmRSS`, out of /proc/<pid>/status, in bytes.
+/// Parses the current resident set size, `VmRSS`, out of `/proc/<pid>/status`, in bytes.
 pub(crate) fn parse_vm_rss(status: &str) -> Option<u64> {
     parse_status_bytes(status, "VmRSS")
 }
 
-/// The field `key` of /proc/<pid>/status (`VmHWM:   12345 kB`), in bytes.
+/// The field `key` of `/proc/<pid>/status` (`VmHWM:   12345 kB`), in bytes.
 fn parse_status_bytes(status: &str, key: &str) -> Option<u64> {
     let line =
         status.lines().find(|line| line.strip_prefix(key).is_some_and(|rest| rest.starts_with(':')))?;
