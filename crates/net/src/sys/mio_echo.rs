@@ -11,7 +11,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::READS_PER_TURN;
+use super::{ACCEPT_RETRY, READS_PER_TURN};
 use crate::send_queue::SendQueue;
 use crate::server::ShutdownState;
 use crate::worker::RunStats;
@@ -46,9 +46,6 @@ pub(crate) struct EchoLoop {
     accept_paused: bool,
     accept_retry_at: Instant,
 }
-
-/// How long accepting stays paused after it failed (out of descriptors) before it is tried again.
-const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl std::fmt::Debug for EchoLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -37,6 +37,10 @@ pub(crate) mod uring_echo;
 /// How often deadlines are checked; also bounds how late a timeout fires.
 pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How long accepting stays paused after it failed (out of descriptors) before an echo loop tries again;
+/// the game loops retry at their sweep, as often.
+pub(crate) const ACCEPT_RETRY: Duration = SWEEP_INTERVAL;
+
 /// Reads one connection may take per loop turn before others get their turn: fairness under floods.
 pub(crate) const READS_PER_TURN: usize = 16;
 

@@ -13,6 +13,7 @@ use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 use slab::Slab;
 
+use super::ACCEPT_RETRY;
 use super::uring::{
     BUFFER_GROUP, BufferRing, Op, SUBMISSION_ENTRIES, build_ring, decode_user_data, push_entry, user_data,
 };
@@ -60,9 +61,6 @@ pub(crate) struct UringEchoLoop {
     accept_paused: bool,
     accept_retry_at: Instant,
 }
-
-/// How long accepting stays paused after it failed (out of descriptors) before it is tried again.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 impl std::fmt::Debug for UringEchoLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
