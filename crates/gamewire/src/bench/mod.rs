@@ -421,7 +421,7 @@ fn server_args(plan: &Plan, kind: ServerKind, bots: usize, addr: SocketAddr) -> 
     args
 }
 
-/// The argument list of the load client (this executable); `chaos`: the fraction of misbehaving bots.
+/// The argument list of the load client (this executable), with `options` passed on to `gamewire bots`.
 fn client_args(
     scenario: Scenario,
     bots: usize,
