@@ -8,7 +8,7 @@ use gamewire_pool::{ChunkMut, Pool, PoolBytes};
 use gamewire_proto::{ErrorCode, Packet, encode_frame, encode_frame_to_vec, frame_len};
 use gamewire_world::{Outbox, PlayerId, Recipients};
 
-use crate::send_queue::SendQueue;
+use crate::send_queue::{ENTRY_BYTES, SendQueue};
 
 /// Encodes frames into pool chunks, many small frames carved one after another from the same chunk.
 #[derive(Debug)]
@@ -161,6 +161,28 @@ impl Outbound {
         }
     }
 
+    /// The kernel refused `token`'s bytes: see [`SendQueue::mark_stalled`].
+    pub(crate) fn mark_stalled(&mut self, token: usize) {
+        self.queues[token].mark_stalled(&self.writer.pool, self.soft_limit, self.now);
+    }
+
+    /// `token`'s asynchronous send completed having taken `written` bytes (0 if it was cancelled):
+    /// see [`SendQueue::end_send`] and [`SendQueue::end_zerocopy_send`].
+    pub(crate) fn end_send(&mut self, token: usize, written: usize, zerocopy: bool) {
+        let queue = &mut self.queues[token];
+        match zerocopy {
+            true => queue.end_zerocopy_send(written, &self.writer.pool, self.soft_limit, self.now),
+            false => queue.end_send(written, &self.writer.pool, self.soft_limit, self.now),
+        }
+    }
+
+    /// Cuts `token` off: see [`SendQueue::discard_unstarted`]. Its queue is flushed (or its send
+    /// cancelled) at the next flush.
+    pub(crate) fn discard_unstarted(&mut self, token: usize) {
+        self.queues[token].discard_unstarted();
+        self.mark_dirty(token);
+    }
+
     /// Queues `frame` for `token`, unless the queue is sealed or the hard limit refuses it (then the
     /// connection is listed in `over_hard`). `is_error`: a fatal ERROR, which always gets in.
     pub(crate) fn deliver(&mut self, token: usize, frame: &PoolBytes, is_error: bool) {
@@ -175,18 +197,14 @@ impl Outbound {
         if !is_error && queue.is_refusing() {
             return;
         }
-        if !is_error && queue.queued_bytes() + frame.len() > self.hard_limit {
+        if !is_error && queue.held_bytes() + frame.len() + ENTRY_BYTES > self.hard_limit {
             // The connection is cut off with SLOW_CONSUMER once the world's call returns; frames for it
             // meanwhile are pointless, and queueing them would grow memory past the limit.
             queue.refuse_all_but_error();
             self.over_hard.push(token);
             return;
         }
-        let frame = match queue.is_stalled() {
-            true => queue.copy_for_backlog(frame, &self.writer.pool).unwrap_or_else(|| frame.clone()),
-            false => frame.clone(),
-        };
-        queue.push(frame, self.soft_limit, self.now);
+        queue.push_shared(frame, &self.writer.pool, self.soft_limit, self.now);
         self.deliveries += 1;
         self.mark_dirty(token);
     }
@@ -259,11 +277,13 @@ mod tests {
     #[test]
     fn a_frame_over_the_hard_limit_is_refused_and_so_is_every_later_one() {
         let pool = Pool::new(PoolConfig { chunk_size: 1024, chunk_count: 8 }).unwrap();
-        let mut out = Outbound::new(pool, 4, 8, Instant::now());
+        // Room for "12345" and its entry, and 3 bytes more.
+        let hard = 8 + ENTRY_BYTES;
+        let mut out = Outbound::new(pool, 4, hard, Instant::now());
         out.open(0);
         let frame = |text: &str| PoolBytes::from_vec(text.as_bytes().to_vec());
         out.deliver(0, &frame("12345"), false);
-        out.deliver(0, &frame("6789"), false); // 9 > 8: refused, the connection listed once
+        out.deliver(0, &frame("6789"), false); // 9 bytes and a second entry: refused, listed once
         out.deliver(0, &frame("x"), false); // would fit, but must not follow a gap
         out.deliver(0, &frame("ERR"), true);
         assert_eq!(queued_bytes_of(&out, 0), b"12345ERR");

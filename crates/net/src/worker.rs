@@ -78,6 +78,11 @@ pub(crate) struct Conn<S> {
     closed_sent: bool,
     /// With a remote world: the decoder knows the player's id (`Delivery::Bound`).
     bound: bool,
+    /// Since when bytes may wait unread in the socket because the loop chose not to read them yet
+    /// (reading paused for memory pressure, or the connection's turn was over): a frame read from them
+    /// is judged as completed then, and no client-side deadline runs out meanwhile (protocol.md section
+    /// 8, #34). `None` once the backend has read what the socket held.
+    unread_since: Option<Instant>,
 }
 
 impl<S> Conn<S> {
@@ -119,6 +124,9 @@ impl RunStats {
     }
 }
 
+/// Most clients one sweep cuts off for memory pressure ([`Worker::relieve_pool_pressure`]).
+const MAX_CUTS_PER_SWEEP: usize = 16;
+
 /// Free chunks below which a pool counts as low: reading pauses until it recovers, so that the frames
 /// produced by what was read always find room.
 pub(crate) fn pool_reserve(pool: &Pool) -> usize {
@@ -158,8 +166,6 @@ pub(crate) struct Worker<S> {
     pub(crate) pool: Pool,
     /// Tokens the backend must deregister and drop.
     closed: Vec<usize>,
-    /// Whether the last sweep ran with reads paused for pool pressure.
-    reads_were_paused: bool,
     /// Scratch list of the sweep: (token, the ERROR to fail it with, or `None` to just drop it).
     expired: Vec<(usize, Option<ErrorCode>)>,
     server_full_frame: Vec<u8>,
@@ -194,7 +200,6 @@ impl<S> Worker<S> {
             pool,
             closed: Vec::new(),
             expired: Vec::new(),
-            reads_were_paused: false,
             server_full_frame,
             stats: RunStats::default(),
         }
@@ -253,21 +258,42 @@ impl<S> Worker<S> {
             end_requested: false,
             closed_sent: false,
             bound: false,
+            unread_since: None,
         });
         self.out.open(token);
         if let WorldLink::Remote(remote) = &mut self.world {
-            remote.send(Command::Opened(ConnId { token: token as u32, generation }));
+            // The HELLO clock starts at accept, not when the world thread gets to it.
+            remote.send(Command::Opened(ConnId { token: token as u32, generation }, now));
         }
         token
     }
 
-    /// Handles bytes read from `token`: decodes every complete frame and hands it to the world.
+    /// Records that `token`'s socket may hold bytes the backend leaves unread for now (reading is
+    /// paused, or the connection's turn is over): until [`Self::caught_up`], frames read from it count
+    /// as completed no later than `now`, and its HELLO, idle and partial-frame deadlines wait.
+    pub(crate) fn defer_read(&mut self, token: usize, now: Instant) {
+        if let Some(conn) = self.conns.get_mut(token) {
+            conn.unread_since.get_or_insert(now);
+        }
+    }
+
+    /// Records that the backend has read what `token`'s socket held (see [`Self::defer_read`]).
+    pub(crate) fn caught_up(&mut self, token: usize) {
+        if let Some(conn) = self.conns.get_mut(token) {
+            conn.unread_since = None;
+        }
+    }
+
+    /// Handles bytes read from `token` at `now`: decodes every complete frame and hands it to the
+    /// world. Frames count as completed at `now`, or when the backend deferred reading them
+    /// ([`Self::defer_read`]), whichever is earlier.
     pub(crate) fn receive(&mut self, token: usize, bytes: &[u8], now: Instant) {
         let Worker { conns, out, world, stats, .. } = self;
         let conn = &mut conns[token];
         if conn.phase != Phase::Open || conn.end_requested {
             return; // Draining, or ending: the peer's bytes are read only to be dropped.
         }
+        let completed_at = conn.unread_since.unwrap_or(now);
         let mut input = bytes;
         let mut completed = 0;
         let mut failed = None;
@@ -280,7 +306,9 @@ impl<S> Worker<S> {
                         Ok(Some(frame)) => {
                             stats.frames_in += 1;
                             completed += 1;
-                            if world.handle(now, &mut conn.session, frame, out) == Verdict::Close {
+                            let verdict =
+                                world.handle_completed_at(now, completed_at, &mut conn.session, frame, out);
+                            if verdict == Verdict::Close {
                                 break Verdict::Close;
                             }
                             // Route frames addressed to the player by id from its WELCOME on: the next
@@ -309,7 +337,7 @@ impl<S> Worker<S> {
                             completed += 1;
                             let is_hello = frame.packet_id() == PacketKind::Hello as u32;
                             let copy = remote.copy_frame(frame);
-                            remote.send(Command::Frame(id, copy));
+                            remote.send(Command::Frame(id, copy, completed_at));
                             if is_hello && !conn.bound {
                                 // The world thread assigns the id; until `Delivery::Bound` brings it
                                 // here, header ids are left to `World::handle`, which checks them
@@ -430,6 +458,21 @@ impl<S> Worker<S> {
                         }
                     }
                 }
+                Delivery::Expired(conn) => {
+                    // The world saw the session's HELLO or idle deadline pass. It ends only if no byte
+                    // of it waits unread here; otherwise the world asks again at its next sweep, or
+                    // the frames arrive first and restart the clock.
+                    let token = conn.token as usize;
+                    if let Some(c) = self.conns.get(token)
+                        && c.generation == conn.generation
+                        && c.phase == Phase::Open
+                        && !c.end_requested
+                        && c.unread_since.is_none()
+                        && let WorldLink::Remote(remote) = &mut self.world
+                    {
+                        remote.send(Command::Expire(conn));
+                    }
+                }
                 Delivery::End(conn) => {
                     let token = conn.token as usize;
                     if self
@@ -503,7 +546,7 @@ impl<S> Worker<S> {
             // `End` on the way) keeps what it has: discarding could drop that ERROR, and nothing more
             // gets in past the limit anyway.
             if self.conns.get(token).is_some_and(|conn| conn.phase == Phase::Open && !conn.end_requested) {
-                self.out.queues[token].discard_unstarted();
+                self.out.discard_unstarted(token);
                 self.fail(token, ErrorCode::SlowConsumer, now);
             }
         }
@@ -512,18 +555,10 @@ impl<S> Worker<S> {
     /// Enforces every deadline: HELLO, idle, partial frame, write (soft limit), flush and linger.
     /// O(connections); called a few times a second.
     ///
-    /// While `reads_paused` (the pool is exhausted), the client-side deadlines (HELLO, idle, partial
-    /// frame) are not enforced: the bytes that would meet them may be waiting in a socket the server
-    /// chose not to read. When reading resumes, unfinished frames get a fresh partial-frame deadline.
-    pub(crate) fn sweep(&mut self, now: Instant, reads_paused: bool) {
-        if self.reads_were_paused && !reads_paused {
-            for (_, conn) in &mut self.conns {
-                if conn.partial_since.is_some() {
-                    conn.partial_since = Some(now);
-                }
-            }
-        }
-        self.reads_were_paused = reads_paused;
+    /// The client-side deadlines (HELLO, idle, partial frame) wait while the backend leaves bytes of
+    /// the connection unread ([`Self::defer_read`]): the bytes that would meet them may be there. A
+    /// connection whose socket holds nothing is judged as usual, pause or not.
+    pub(crate) fn sweep(&mut self, now: Instant) {
         let config = &self.config;
         let (partial_timeout, write_deadline) = (config.partial_frame_timeout, config.write_deadline);
         let mut expired = std::mem::take(&mut self.expired);
@@ -543,9 +578,10 @@ impl<S> Worker<S> {
                         .is_some_and(|since| now.saturating_duration_since(since) >= partial_timeout);
                     let session_expired = match &self.world {
                         WorldLink::Inline(world) => now >= conn.session.deadline(world.config()),
-                        WorldLink::Remote(_) => false, // the world thread enforces these
+                        // The world thread sees these pass and asks (`Delivery::Expired`).
+                        WorldLink::Remote(_) => false,
                     };
-                    if !reads_paused && (session_expired || partial_expired) {
+                    if conn.unread_since.is_none() && (session_expired || partial_expired) {
                         ErrorCode::Timeout
                     } else if self.out.queues[token]
                         .over_soft_since()
@@ -563,7 +599,7 @@ impl<S> Worker<S> {
             match code {
                 Some(code) => {
                     if code == ErrorCode::SlowConsumer {
-                        self.out.queues[token].discard_unstarted();
+                        self.out.discard_unstarted(token);
                     }
                     self.fail(token, code, now);
                 }
@@ -575,23 +611,35 @@ impl<S> Worker<S> {
     }
 
     /// The buffer pool is exhausted and reading is paused: if nothing gives, clients that do not read
-    /// would hold every chunk and stall everyone else. Cuts off the open connection with the largest
-    /// backlog as a slow consumer (its unsent frames are dropped, returning their chunks). Called once
-    /// per sweep while the pressure lasts, so it removes one client at a time, the worst first.
+    /// would hold every chunk and stall everyone else. Cuts off the open connection that holds the
+    /// most of the pool ([`SendQueue::held_bytes`]) as a slow consumer: its unsent frames are dropped
+    /// and its chunks go back at once (an in-flight send's when its cancellation completes). Then the
+    /// next, as long as what the cut-offs give back leaves the pool short of twice its reserve, at
+    /// most [`MAX_CUTS_PER_SWEEP`]: reading resumes after one sweep, not one sweep per client. Called
+    /// once per sweep while the pressure lasts.
     pub(crate) fn relieve_pool_pressure(&mut self, now: Instant) {
-        let worst = self
-            .conns
-            .iter()
-            .filter(|(_, conn)| conn.phase == Phase::Open && !conn.end_requested)
-            .map(|(token, _)| (self.out.queues[token].queued_bytes(), token))
-            .max();
-        if let Some((backlog, token)) = worst
-            && backlog > 0
-        {
-            tracing::warn!(peer = %self.conns[token].peer, backlog, "buffer pool exhausted: cutting the largest backlog");
+        let chunk_size = self.frame_pool.chunk_size();
+        let target = 2 * pool_reserve(&self.frame_pool);
+        // Chunks the cut-offs hold that have not gone back yet (cancelled sends complete later).
+        let mut coming_back = 0;
+        for cut in 0..MAX_CUTS_PER_SWEEP {
+            if cut > 0 && self.frame_pool.free_chunks() + coming_back >= target {
+                return;
+            }
+            let worst = self
+                .conns
+                .iter()
+                .filter(|(_, conn)| conn.phase == Phase::Open && !conn.end_requested)
+                .map(|(token, _)| (self.out.queues[token].held_bytes(), token))
+                .max();
+            let Some((held, token)) = worst.filter(|&(held, _)| held > 0) else { return };
+            tracing::warn!(peer = %self.conns[token].peer, held, "buffer pool exhausted: cutting the client holding the most");
             self.stats.pressure_cuts += 1;
-            self.out.queues[token].discard_unstarted();
+            let free_before = self.frame_pool.free_chunks();
+            self.out.discard_unstarted(token);
             self.fail(token, ErrorCode::SlowConsumer, now);
+            let given_back = self.frame_pool.free_chunks().saturating_sub(free_before);
+            coming_back += (held / chunk_size).saturating_sub(given_back);
         }
     }
 

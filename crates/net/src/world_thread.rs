@@ -39,10 +39,16 @@ pub(crate) struct ConnId {
 /// Worker → world.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// A connection was accepted.
-    Opened(ConnId),
-    /// One complete frame (header and payload, contiguous), copied into the worker's pool.
-    Frame(ConnId, PoolBytes),
+    /// A connection was accepted at this time (its HELLO deadline runs from it).
+    Opened(ConnId, Instant),
+    /// One complete frame (header and payload, contiguous), copied into the worker's pool, and when it
+    /// completed at the socket (the session's deadline is judged then, see
+    /// [`World::handle_completed_at`]).
+    Frame(ConnId, PoolBytes, Instant),
+    /// The session's deadline passed, as the world said (`Delivery::Expired`), and the worker holds
+    /// no unread byte of the connection: it ends with TIMEOUT unless a frame handled since moved the
+    /// deadline.
+    Expire(ConnId),
     /// The I/O layer ends the session with this fatal ERROR (a decoder error, a partial frame too
     /// slow, a slow consumer, the server shutting down).
     Fail(ConnId, ErrorCode),
@@ -61,6 +67,10 @@ pub(crate) enum Delivery {
     Bound(ConnId, u32),
     /// The session is over: flush what is queued (ending with the fatal ERROR, if any), then close.
     End(ConnId),
+    /// The session's HELLO or idle deadline has passed as far as the world knows. Only the worker
+    /// knows whether bytes of the connection wait unread (reading paused for memory pressure, which is
+    /// not the client's fault): it answers `Command::Expire` if none do.
+    Expired(ConnId),
 }
 
 /// The worker's end of its link to the world thread.
@@ -323,17 +333,22 @@ impl WorldThread {
 
     fn handle(&mut self, worker: usize, command: Command, now: Instant) {
         match command {
-            Command::Opened(conn) => {
+            Command::Opened(conn, accepted_at) => {
                 let sessions = &mut self.sessions[worker];
                 let token = conn.token as usize;
                 if sessions.len() <= token {
                     sessions.resize_with(token + 1, || None);
                 }
-                sessions[token] = Some((conn.generation, Session::new(now)));
+                sessions[token] = Some((conn.generation, Session::new(accepted_at)));
             }
-            Command::Frame(conn, bytes) => {
+            Command::Frame(conn, bytes, completed_at) => {
                 let Some((frame, _)) = RawFrame::split_from(&bytes) else { return };
-                self.with_session(worker, conn, |world, session, out| world.handle(now, session, frame, out));
+                self.with_session(worker, conn, |world, session, out| {
+                    world.handle_completed_at(now, completed_at, session, frame, out)
+                });
+            }
+            Command::Expire(conn) => {
+                self.with_session(worker, conn, |world, session, out| world.poll_timeout(now, session, out));
             }
             Command::Fail(conn, code) => {
                 self.with_session(worker, conn, |world, session, out| world.fail(session, code, out));
@@ -389,7 +404,8 @@ impl WorldThread {
         }
     }
 
-    /// Ends sessions past their HELLO or idle deadline.
+    /// Tells the workers of sessions past their HELLO or idle deadline (each is asked again at every
+    /// sweep until it answers or a frame comes).
     fn sweep(&mut self, now: Instant) {
         for worker in 0..self.links.len() {
             for token in 0..self.sessions[worker].len() {
@@ -398,7 +414,7 @@ impl WorldThread {
                     continue;
                 }
                 let conn = ConnId { token: token as u32, generation: *generation };
-                self.with_session(worker, conn, |world, session, out| world.poll_timeout(now, session, out));
+                self.links[worker].push(Delivery::Expired(conn));
             }
         }
     }

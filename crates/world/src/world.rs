@@ -282,7 +282,8 @@ impl World {
         });
     }
 
-    /// Handles one complete frame from `session`'s connection at `now`.
+    /// Handles one complete frame from `session`'s connection at `now`, the frame having completed
+    /// then too (see [`World::handle_completed_at`] for a frame the I/O layer read late).
     ///
     /// Checks, in the protocol's order, the header `player_id` (SPOOFED_ID), the session state
     /// (BAD_STATE), the payload (MALFORMED) and the rate limits (RATE_LIMITED), then applies the rule.
@@ -296,12 +297,29 @@ impl World {
         frame: RawFrame<'_>,
         out: &mut impl Outbox,
     ) -> Verdict {
+        self.handle_completed_at(now, now, session, frame, out)
+    }
+
+    /// [`World::handle`] for a frame that completed at the socket at `completed_at`, earlier than
+    /// `now` when the I/O layer did not read it at once (it paused reading for memory pressure, or
+    /// another connection had its turn): the session's deadline is judged at `completed_at`, since
+    /// the time the server left the bytes unread is not the client's fault (protocol.md section 8,
+    /// #14 and #34); the rules (speed check, rate limits) and the idle clock run at `now`, when the
+    /// server learns of the frame.
+    pub fn handle_completed_at(
+        &mut self,
+        now: Instant,
+        completed_at: Instant,
+        session: &mut Session,
+        frame: RawFrame<'_>,
+        out: &mut impl Outbox,
+    ) -> Verdict {
         if session.is_closed() {
             return Verdict::Close;
         }
-        // The I/O layer may poll timeouts coarsely or read before it polls: a frame handled once the
-        // deadline has passed must not rescue the session ("HELLO within 5 s", idle timeout).
-        if now >= session.deadline(&self.config) {
+        // The I/O layer may poll timeouts coarsely or read before it polls: a frame that completed
+        // once the deadline had passed must not rescue the session ("HELLO within 5 s", idle timeout).
+        if completed_at.min(now) >= session.deadline(&self.config) {
             return self.fail(session, ErrorCode::Timeout, out);
         }
         session.last_packet_at = now;

@@ -112,7 +112,11 @@ impl EventLoop {
                     LISTENER => self.accept_all(now),
                     WAKER => {}
                     Token(token) => {
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        // A connection already waiting for its turn is read in that turn (until end of
+                        // stream), not ahead of the others: a flooder whose bytes keep coming must
+                        // not take, through its events, every chunk a cut-off gives back.
+                        let waiting = self.is_pending_read.get(token).is_some_and(|&pending| pending);
+                        if (event.is_readable() || event.is_read_closed() || event.is_error()) && !waiting {
                             // After the peer's FIN no new edge will come: read until end of stream.
                             let until_eof = event.is_read_closed() || event.is_error();
                             self.read(token, now, until_eof);
@@ -127,7 +131,16 @@ impl EventLoop {
                 // Swap lists: reads that run out of budget again queue themselves for the next turn.
                 std::mem::swap(&mut self.pending_reads, &mut self.retrying_reads);
                 let mut retrying = std::mem::take(&mut self.retrying_reads);
-                for &token in &retrying {
+                for (index, &token) in retrying.iter().enumerate() {
+                    if self.pool_is_low() {
+                        // Those not reached yet go first next time, ahead of those just read: a
+                        // connection with much to read must not starve the others (a flood ahead
+                        // of a newcomer's HELLO, each turn exhausting the pool again).
+                        let served = std::mem::take(&mut self.pending_reads);
+                        self.pending_reads.extend_from_slice(&retrying[index..]);
+                        self.pending_reads.extend(served);
+                        break;
+                    }
                     self.is_pending_read[token] = false;
                     if self.worker.conns.contains(token) {
                         self.read(token, now, true);
@@ -137,8 +150,7 @@ impl EventLoop {
                 self.retrying_reads = retrying;
             }
             if now >= next_sweep {
-                let pool_low = self.pool_is_low();
-                self.worker.sweep(now, pool_low && !self.pending_reads.is_empty());
+                self.worker.sweep(now);
                 // Memory pressure proper (not a backlog towards the world thread, which resolves
                 // itself): cut the largest backlog.
                 if self.worker.under_memory_pressure() {
@@ -235,7 +247,7 @@ impl EventLoop {
             let Some(conn) = self.worker.conns.get_mut(token) else { return };
             if conn.phase == Phase::Open && (blocked || self.worker.pool.free_chunks() < reserve) {
                 self.worker.stats.read_pauses += 1;
-                self.queue_pending_read(token);
+                self.queue_pending_read(token, now);
                 return;
             }
             self.receive_chunk.clear();
@@ -249,10 +261,14 @@ impl EventLoop {
                     self.receive_chunk.advance(n);
                     self.worker.receive(token, self.receive_chunk.filled(), now);
                     if drained && !until_eof {
+                        self.worker.caught_up(token);
                         return;
                     }
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.worker.caught_up(token);
+                    return;
+                }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.worker.peer_closed(token, now);
@@ -260,11 +276,13 @@ impl EventLoop {
                 }
             }
         }
-        self.queue_pending_read(token);
+        self.queue_pending_read(token, now);
     }
 
-    /// Comes back to `token` on a later turn (each token at most once in the list).
-    fn queue_pending_read(&mut self, token: usize) {
+    /// Comes back to `token` on a later turn (each token at most once in the list); until then, what
+    /// its socket holds counts as arrived by `now`.
+    fn queue_pending_read(&mut self, token: usize, now: Instant) {
+        self.worker.defer_read(token, now);
         if self.is_pending_read.len() <= token {
             self.is_pending_read.resize(token + 1, false);
         }
@@ -303,12 +321,12 @@ impl EventLoop {
                     }
                 }
                 Ok(false) => {
-                    queue.mark_stalled();
                     if !conn.wants_writable {
                         conn.wants_writable = true;
                         let interest = Interest::READABLE | Interest::WRITABLE;
                         let _ = self.poll.registry().reregister(&mut conn.socket, Token(token), interest);
                     }
+                    self.worker.out.mark_stalled(token);
                 }
                 Err(_) => self.worker.peer_closed(token, now),
             }

@@ -343,6 +343,8 @@ struct ConnOps {
     zerocopy_unnotified: usize,
     /// Its operations were cancelled: the connection is dropped once neither is in flight.
     closing: bool,
+    /// Its send was cancelled (the queue stalled or was cut off while it was in flight).
+    send_cancelled: bool,
     send: Box<SendSlot>,
 }
 
@@ -367,6 +369,9 @@ pub(crate) struct UringLoop {
     /// Connections whose multishot receive ended (no buffer, or the kernel stopped it) and must be
     /// re-armed.
     rearm: Vec<usize>,
+    /// Connections whose receive was re-armed last turn: their deferred bytes are read by the end of
+    /// this turn's reaping (see `Worker::defer_read`).
+    rearmed: Vec<usize>,
     /// Completions copied out of the queue, processed after it is released.
     completions: Vec<(u64, i32, u32)>,
     scratch: Vec<usize>,
@@ -414,6 +419,7 @@ impl UringLoop {
             accept_paused: false,
             stopped_accepting: false,
             rearm: Vec::new(),
+            rearmed: Vec::new(),
             completions: Vec::with_capacity(SUBMISSION_ENTRIES as usize * 4),
             scratch: Vec::new(),
             refused: VecDeque::new(),
@@ -493,6 +499,11 @@ impl UringLoop {
                 }
             }
             self.buffers.publish();
+            // Receives re-armed last turn have been submitted and reaped since: what the socket held
+            // then has been read (a completion), or it held nothing.
+            for token in self.rearmed.drain(..) {
+                self.worker.caught_up(token);
+            }
             if self.buffers.in_ring > 0 {
                 let mut rearm = std::mem::take(&mut self.rearm);
                 for &token in &rearm {
@@ -501,15 +512,14 @@ impl UringLoop {
                         && !self.ops[token].receiving
                     {
                         self.arm_receive(token);
+                        self.rearmed.push(token);
                     }
                 }
                 rearm.clear();
                 self.rearm = rearm;
             }
             if now >= next_sweep {
-                let pool_low = self.pool_is_low();
-                let reads_paused = pool_low && (!self.rearm.is_empty() || !self.buffers.withheld.is_empty());
-                self.worker.sweep(now, reads_paused);
+                self.worker.sweep(now);
                 // Memory pressure proper (not a backlog towards the world thread, which resolves
                 // itself): cut the largest backlog.
                 if self.worker.under_memory_pressure() {
@@ -670,11 +680,13 @@ impl UringLoop {
                 sending: false,
                 zerocopy_unnotified: 0,
                 closing: false,
+                send_cancelled: false,
                 send: SendSlot::new(),
             });
         }
         let ops = &mut self.ops[token];
         (ops.receiving, ops.sending, ops.closing, ops.zerocopy_unnotified) = (false, false, false, 0);
+        ops.send_cancelled = false;
         ops.socket = Some(socket);
         self.arm_receive(token);
     }
@@ -703,6 +715,7 @@ impl UringLoop {
             let bytes = self.buffers.take(bid, result as usize);
             if !closing {
                 self.worker.receive(token, bytes, now);
+                self.worker.caught_up(token);
             }
             if self.pool_is_low() {
                 self.worker.stats.read_pauses += 1;
@@ -712,11 +725,14 @@ impl UringLoop {
             }
             if !more && !closing {
                 self.rearm.push(token);
+                self.worker.defer_read(token, now);
             }
         } else if result == -libc::ENOBUFS {
-            // The ring ran dry: re-arm once buffers are back (bytes wait in the socket meanwhile).
+            // The ring ran dry: re-arm once buffers are back (bytes wait in the socket meanwhile, and
+            // count as arrived by now).
             if !closing {
                 self.rearm.push(token);
+                self.worker.defer_read(token, now);
             }
         } else if result != -libc::ECANCELED && !closing {
             // 0: end of stream; below 0: the connection failed.
@@ -729,17 +745,20 @@ impl UringLoop {
 
     fn sent(&mut self, token: usize, result: i32, zerocopy: bool, now: Instant) {
         self.ops[token].sending = false;
-        let soft_limit = self.worker.out.soft_limit();
+        self.ops[token].send_cancelled = false;
         let closing = self.ops[token].closing;
-        let Some((conn, queue)) = self.worker.conn_and_queue(token) else { return };
-        let written = usize::try_from(result).unwrap_or(0);
-        if zerocopy {
-            queue.end_zerocopy_send(written, soft_limit);
-        } else {
-            queue.end_send(written, soft_limit);
+        if !self.worker.conns.contains(token) {
+            return;
         }
+        let written = usize::try_from(result).unwrap_or(0);
+        self.worker.out.end_send(token, written, zerocopy);
+        let Some((conn, queue)) = self.worker.conn_and_queue(token) else { return };
         if closing {
             self.finish_if_idle(token);
+        } else if result == -libc::ECANCELED {
+            // Cancelled because the queue stalled or was cut off meanwhile (nothing was taken): send
+            // again, from its own copies, or its ERROR.
+            self.worker.out.mark_dirty(token);
         } else if result < 0 {
             self.worker.peer_closed(token, now);
         } else if queue.has_unwritten() {
@@ -763,8 +782,19 @@ impl UringLoop {
             let Some((conn, queue)) = self.worker.conn_and_queue(token) else { continue };
             if self.ops[token].sending {
                 // The last send has not completed by the next flush: the socket is full. The send marks
-                // the connection dirty again when it completes.
-                queue.mark_stalled();
+                // the connection dirty again when it completes. Frames it holds that pin shared chunks
+                // (it started before the stall), or that a cut-off dropped, are let go of by
+                // cancelling it: a client that does not read would keep them for good.
+                self.worker.out.mark_stalled(token);
+                let wants_cancel = self.worker.out.queues[token].wants_send_cancelled();
+                if wants_cancel && !self.ops[token].send_cancelled {
+                    self.ops[token].send_cancelled = true;
+                    let send = CancelBuilder::user_data(user_data(Op::Send, token));
+                    let entry =
+                        opcode::AsyncCancel2::new(send).build().user_data(user_data(Op::Cancel, token));
+                    self.push(entry);
+                    self.in_flight += 1;
+                }
                 continue;
             }
             if !queue.has_unwritten() {
