@@ -732,3 +732,80 @@ impl<S> Worker<S> {
         self.stats
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::IoSlice;
+    use std::time::Duration;
+
+    use gamewire_pool::PoolConfig;
+    use gamewire_proto::encode_frame_to_vec;
+
+    use super::*;
+    use crate::send_queue::MAX_IOVECS;
+
+    /// A one-worker `Worker` (the world inline) over a socket type of nothing: the sans-IO half of the
+    /// loop, driven with a fake clock.
+    fn worker(now: Instant) -> Worker<()> {
+        let config = ServerConfig::default();
+        let pool = Pool::new(PoolConfig { chunk_size: 4096, chunk_count: 64 }).unwrap();
+        let world = World::new(config.world.clone()).unwrap();
+        Worker::new(config, WorldLink::Inline(world), pool.clone(), pool, Arc::default(), now)
+    }
+
+    /// The kinds of the frames queued for `token`.
+    fn queued_kinds(worker: &Worker<()>, token: usize) -> Vec<(PacketKind, Option<u32>)> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let count = worker.out.queues[token].io_slices(&mut slices);
+        let bytes: Vec<u8> = slices[..count].iter().flat_map(|slice| slice.iter().copied()).collect();
+        let mut decoder = FrameDecoder::new(Direction::ToClient, 65536);
+        let mut input = &bytes[..];
+        let mut kinds = Vec::new();
+        while let Ok(Some(frame)) = decoder.next_frame(&mut input) {
+            let kind = PacketKind::from_id(frame.packet_id()).expect("a known kind");
+            let code = match frame.packet() {
+                Ok(Packet::Error { code, .. }) => Some(code),
+                _ => None,
+            };
+            kinds.push((kind, code));
+        }
+        kinds
+    }
+
+    const PEER: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4000);
+
+    #[test]
+    fn a_hello_left_unread_by_the_server_is_judged_when_it_arrived() {
+        let start = Instant::now();
+        let mut worker = worker(start);
+        let token = worker.accept((), PEER, start);
+        // The HELLO arrives at once, but the loop leaves it in the socket (the pool is exhausted) ...
+        worker.defer_read(token, start + Duration::from_millis(10));
+        // ... well past the 5 s HELLO deadline: the sweep spares it, its bytes may be there.
+        worker.sweep(start + Duration::from_secs(20));
+        assert_eq!(queued_kinds(&worker, token), [], "no TIMEOUT while its bytes wait unread");
+        // Reading resumes: the HELLO completed 10 ms after accept, in time.
+        let hello = encode_frame_to_vec(0, &Packet::Hello { name: "on time" });
+        worker.receive(token, &hello, start + Duration::from_secs(21));
+        worker.caught_up(token);
+        assert_eq!(queued_kinds(&worker, token), [(PacketKind::Welcome, None)]);
+    }
+
+    #[test]
+    fn a_client_with_nothing_unread_times_out_whatever_else_is_paused() {
+        let start = Instant::now();
+        let mut worker = worker(start);
+        let silent = worker.accept((), PEER, start);
+        let waiting = worker.accept((), PEER, start);
+        worker.defer_read(waiting, start);
+        worker.sweep(start + Duration::from_secs(6));
+        let timeout = Some(ErrorCode::Timeout.code());
+        assert_eq!(queued_kinds(&worker, silent), [(PacketKind::Error, timeout)], "it sent nothing");
+        assert_eq!(queued_kinds(&worker, waiting), []);
+        // A HELLO that really came late is late, whenever it is read.
+        worker.caught_up(waiting);
+        let hello = encode_frame_to_vec(0, &Packet::Hello { name: "late" });
+        worker.receive(waiting, &hello, start + Duration::from_secs(7));
+        assert_eq!(queued_kinds(&worker, waiting), [(PacketKind::Error, timeout)]);
+    }
+}

@@ -998,6 +998,27 @@ fn a_frame_arriving_after_the_deadline_does_not_rescue_the_session() {
     assert_fatal(&mut sim, a, &ping, alice.get(), ErrorCode::Timeout, &[b]);
 }
 
+/// The I/O layer may leave a frame unread for a while (its pool exhausted, reading paused): the
+/// session's deadline is judged at the time the frame completed at the socket, not when it was read,
+/// while the rules and the idle clock run at the time it is read.
+#[test]
+fn a_frame_read_late_is_judged_when_it_completed() {
+    let mut sim = sim_with_spawn(500.0, 500.0);
+    let c = sim.connect();
+    sim.set_time(Duration::from_secs(18)); // read 18 s after accept ...
+    assert_eq!(sim.send_completed_at(c, millis(10), &Packet::Hello { name: "on time" }), Verdict::Continue);
+    assert!(matches!(sim.drain(c).first(), Some((_, Msg::Welcome(_)))), "... sent at once: WELCOMEd");
+    assert!(sim.world.player(sim.id(c)).is_some());
+    // The idle clock restarts when the server learns of the frame, not before.
+    assert_eq!(sim.session(c).deadline(sim.config()), sim.start() + Duration::from_secs(18 + 30));
+
+    let late = sim.connect();
+    sim.set_time(Duration::from_secs(25));
+    let verdict = sim.send_completed_at(late, Duration::from_secs(18 + 5), &Packet::Hello { name: "late" });
+    assert_eq!(verdict, Verdict::Close, "a HELLO that completed past its deadline is late however read");
+    assert_error(&sim.drain(late), 0, ErrorCode::Timeout);
+}
+
 #[test]
 fn a_closed_session_stays_closed() {
     let mut sim = sim_with_spawn(500.0, 500.0);

@@ -471,6 +471,30 @@ impl Sim {
         verdict
     }
 
+    /// Hands `packet` to the world as `conn`'s next frame, read now but completed at the socket at
+    /// `completed_at` (since the start): [`World::handle_completed_at`].
+    pub(crate) fn send_completed_at(
+        &mut self,
+        conn: ConnIdx,
+        completed_at: Duration,
+        packet: &Packet<'_>,
+    ) -> Verdict {
+        let bytes = encode_frame_to_vec(0, packet);
+        let (frame, _) = RawFrame::split_from(&bytes).expect("a whole frame");
+        self.net.current = conn;
+        self.net.clients[conn].last_sent = Some(self.net.now);
+        let completed_at = self.start() + completed_at;
+        let verdict = self.world.handle_completed_at(
+            self.net.now,
+            completed_at,
+            &mut self.sessions[conn],
+            frame,
+            &mut self.net,
+        );
+        self.after_call(conn, verdict);
+        verdict
+    }
+
     /// Calls [`World::poll_timeout`] for one connection.
     pub(crate) fn poll_timeout(&mut self, conn: ConnIdx) -> Verdict {
         self.net.current = conn;
