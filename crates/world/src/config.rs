@@ -156,7 +156,8 @@ pub enum ConfigError {
     },
 }
 
-/// Largest number of grid cells a world may have (16 M cells of 24 bytes: 400 MiB would be absurd).
+/// Largest number of grid cells a world may have: 4 M (2^22) cells, each an empty `Vec` of 24 bytes, so
+/// about 100 MiB of grid before any player joins; a finer grid than that is a mistake, not a world.
 pub(crate) const MAX_CELLS: usize = 1 << 22;
 
 /// Longest timeout accepted: a year is "never" for a game session, and keeps `Instant + timeout` safe.
