@@ -123,6 +123,33 @@ impl WorldArgs {
     }
 }
 
+/// The command-line flag that sets the configuration field `field` (as the configuration errors of
+/// `gamewire_world` and `gamewire_net` name their parameters), for error messages in the user's own
+/// words: `max_connections` is `--max-connections`, `world_w` is `--world`, `limits.moves` is
+/// `--move-limit`, and the world's `max_players`, which `--max-connections` sets, is
+/// `--max-connections`.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(gamewire_cli::flag_name("aoi_radius"), "--aoi-radius");
+/// assert_eq!(gamewire_cli::flag_name("limits.chats"), "--chat-limit");
+/// ```
+pub fn flag_name(field: &'static str) -> String {
+    let flag = match field {
+        "world_w" | "world_h" => "world",
+        "limits.moves" => "move-limit",
+        "limits.chats" => "chat-limit",
+        "limits.attacks" => "attack-limit",
+        "limits.pings" => "ping-limit",
+        "max_players" => "max-connections",
+        "pool_bytes" => "pool-mib",
+        "prefault_pool" => "prefault",
+        other => return format!("--{}", other.replace('_', "-")),
+    };
+    format!("--{flag}")
+}
+
 /// Logs to stderr through `tracing`, at `info` unless `RUST_LOG` says otherwise, with colours only on a
 /// terminal: the same for every server under test, so their logs read alike.
 pub fn init_logging() {
@@ -218,6 +245,18 @@ mod tests {
         assert_eq!(config.hello_timeout, Duration::from_millis(500));
         assert_eq!(config.idle_timeout, Duration::from_millis(2500));
         assert_eq!((config.max_players, config.seed), (7, 9));
+    }
+
+    #[test]
+    fn world_errors_name_the_flags() {
+        let error = parse(&["--aoi-radius", "0"]).to_config(10).validate().unwrap_err();
+        assert_eq!(error.describe(&flag_name), "--aoi-radius must be a positive finite number, got 0");
+        let error = parse(&["--ping-limit", "0/5"]).to_config(10).validate().unwrap_err();
+        assert!(error.describe(&flag_name).starts_with("--ping-limit must be"), "{error}");
+        let error = parse(&["--idle-timeout", "0"]).to_config(10).validate().unwrap_err();
+        assert_eq!(error.describe(&flag_name), "--idle-timeout must be above 0 seconds");
+        assert_eq!(flag_name("world_h"), "--world");
+        assert_eq!(flag_name("max_players"), "--max-connections");
     }
 
     #[test]

@@ -90,6 +90,7 @@ pub(crate) struct BotsArgs {
 #[derive(Debug, Default, Serialize)]
 pub(crate) struct Summary {
     pub(crate) bots: usize,
+    /// Bots whose connection was established at least once.
     pub(crate) connected: usize,
     /// Bots that received a WELCOME at least once.
     pub(crate) welcomed: usize,
@@ -101,6 +102,8 @@ pub(crate) struct Summary {
     pub(crate) errors: BTreeMap<String, u64>,
     pub(crate) error_total: u64,
     pub(crate) disconnects: u64,
+    /// Connections of honest bots that could not be made (refused, unreachable), over the whole run:
+    /// warm-up included, when the bots connect.
     pub(crate) connect_failures: u64,
     /// Sends skipped because the server had stopped reading and 1 MiB was already waiting.
     pub(crate) send_stalls: u64,
@@ -175,6 +178,8 @@ struct Bot {
     seen: Vec<Seen>,
     /// Connections opened so far: a scheduled action of an earlier one is void.
     session: u32,
+    /// A connection of this bot was established at least once.
+    connected_once: bool,
     welcomed_once: bool,
     /// `Some` for a chaos bot.
     chaos: Option<ChaosState>,
@@ -194,6 +199,7 @@ impl Bot {
             heading,
             seen: Vec::new(),
             session: 0,
+            connected_once: false,
             welcomed_once: false,
             chaos: None,
         }
@@ -325,6 +331,103 @@ pub(crate) fn run(args: BotsArgs) -> anyhow::Result<()> {
     } else {
         print_human(&summary);
     }
+    if summary.welcomed == 0 {
+        anyhow::bail!("no bot was welcomed: {}", why_nobody_played(&summary, args.addr));
+    }
+    Ok(())
+}
+
+/// Why a run in which no bot received a WELCOME measured nothing, from its summary.
+fn why_nobody_played(summary: &Summary, addr: SocketAddr) -> String {
+    if summary.connected == 0 && summary.connect_failures > 0 {
+        format!(
+            "{} of {} connections failed (refused or unreachable): is a gamewire server listening on {addr}?",
+            summary.connect_failures, summary.bots
+        )
+    } else if summary.connected == 0 {
+        format!("no connection to {addr} was established before the run ended (try a longer --warmup)")
+    } else {
+        format!(
+            "{} bots connected to {addr} but none received WELCOME (errors {:?}, disconnects {}): is it a \
+             gamewire server, and not full?",
+            summary.connected, summary.errors, summary.disconnects
+        )
+    }
+}
+
+/// Most bots one run simulates: as many players as one server can hold
+/// ([`gamewire_world::PlayerId::MAX_PLAYERS`]); far more than one process has file descriptors for.
+pub(crate) const MAX_BOTS: usize = gamewire_world::PlayerId::MAX_PLAYERS;
+
+/// Highest per-bot rate of a kind of packet, per second: a period of a millisecond. Sixteen times
+/// protocol v1's MOVE limit, so rate limiting can still be tested; above it the schedule's periods
+/// round to nothing (at a million a second, to zero: an endless loop).
+const MAX_HZ: f64 = 1000.0;
+
+/// Checks every numeric flag: a clear error naming it, rather than a panic, an endless loop or a
+/// silently meaningless run.
+fn check_args(args: &BotsArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=MAX_BOTS).contains(&args.bots),
+        "--bots must be in 1..={MAX_BOTS}, got {}",
+        args.bots
+    );
+    check_seconds("--duration", args.duration, false)?;
+    check_seconds("--warmup", args.warmup, true)?;
+    check_seconds("--read-interval", args.read_interval, true)?;
+    check_seconds("--chaos-interval", args.chaos_interval, false)?;
+    for (flag, hz, zero_allowed) in [
+        ("--move-hz", args.move_hz, false),
+        ("--chat-hz", args.chat_hz, true),
+        ("--attack-hz", args.attack_hz, true),
+    ] {
+        let low_ok = if zero_allowed { hz >= 0.0 } else { hz > 0.0 };
+        anyhow::ensure!(
+            low_ok && hz <= MAX_HZ,
+            "{flag} must be {} and at most {MAX_HZ} per second, got {hz}",
+            if zero_allowed { "0 or more" } else { "above 0" }
+        );
+    }
+    anyhow::ensure!(
+        args.ramp.is_finite() && args.ramp > 0.0,
+        "--ramp must be a positive number of connections per second, got {}",
+        args.ramp
+    );
+    anyhow::ensure!(
+        args.attack_range.is_finite() && args.attack_range > 0.0,
+        "--attack-range must be a positive finite number, got {}",
+        args.attack_range
+    );
+    if let Some(radius) = args.stay_within {
+        anyhow::ensure!(
+            radius.is_finite() && radius > 0.0,
+            "--stay-within must be a positive finite number, got {radius}"
+        );
+    }
+    anyhow::ensure!(
+        (0.0..=10.0).contains(&args.speed_factor),
+        "--speed-factor must be in 0..=10, got {}",
+        args.speed_factor
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.chaos_fraction),
+        "--chaos-fraction must be in 0..=1, got {}",
+        args.chaos_fraction
+    );
+    Ok(())
+}
+
+/// Checks a `flag` of `seconds`: a finite number, not negative, above 0 unless `zero_allowed`, and at
+/// most a year ([`gamewire_world::MAX_TIMEOUT`], the servers' cap too), so that every instant computed
+/// from it stays representable.
+pub(crate) fn check_seconds(flag: &str, seconds: f64, zero_allowed: bool) -> anyhow::Result<()> {
+    let year = gamewire_world::MAX_TIMEOUT.as_secs_f64();
+    let low_ok = if zero_allowed { seconds >= 0.0 } else { seconds > 0.0 };
+    anyhow::ensure!(
+        low_ok && seconds <= year,
+        "{flag} must be {} and at most a year ({year} s), got {seconds}",
+        if zero_allowed { "0 or more seconds" } else { "above 0 seconds" }
+    );
     Ok(())
 }
 
@@ -374,10 +477,7 @@ fn print_human(summary: &Summary) {
 
 /// Runs the bots and returns what was measured after the warm-up.
 pub(crate) fn simulate(args: &BotsArgs) -> anyhow::Result<Summary> {
-    anyhow::ensure!(args.bots > 0, "--bots must be at least 1");
-    anyhow::ensure!(args.move_hz > 0.0 && args.ramp > 0.0, "--move-hz and --ramp must be positive");
-    anyhow::ensure!((0.0..=1.0).contains(&args.chaos_fraction), "--chaos-fraction must be within 0..=1");
-    anyhow::ensure!(args.chaos_interval > 0.0, "--chaos-interval must be positive");
+    check_args(args)?;
     let mut rng = fastrand::Rng::with_seed(args.seed);
     let mut bots: Vec<Bot> = (0..args.bots).map(|_| Bot::new(rng.f32() * std::f32::consts::TAU)).collect();
     let chaos_bots = if args.chaos {
@@ -419,7 +519,9 @@ pub(crate) fn simulate(args: &BotsArgs) -> anyhow::Result<Summary> {
         let now = monotonic_micros();
         if !measuring && now >= warmup_end {
             measuring = true;
-            sim.counters = Counters::new();
+            // Connect failures are kept: bots connect during the warm-up, so that is when they fail.
+            let connect_failures = sim.counters.connect_failures;
+            sim.counters = Counters { connect_failures, ..Counters::new() };
         }
         if now >= end {
             break;
@@ -481,7 +583,7 @@ pub(crate) fn simulate(args: &BotsArgs) -> anyhow::Result<Summary> {
         counters.errors.iter().map(|(code, n)| (crate::chaos::error_name(*code), *n)).collect();
     Ok(Summary {
         bots: args.bots,
-        connected: bots.iter().filter(|b| b.state != State::Idle && b.state != State::Connecting).count(),
+        connected: bots.iter().filter(|b| b.connected_once).count(),
         welcomed: bots.iter().filter(|b| b.welcomed_once).count(),
         duration_seconds,
         sent: counted(&counters.sent),
@@ -654,6 +756,7 @@ impl Sim<'_> {
             Ok(_) => {
                 let _ = stream.set_nodelay(true);
                 bot.state = State::Playing;
+                bot.connected_once = true;
                 let prefix = if bot.chaos.is_some() { CHAOS_PREFIX } else { HONEST_PREFIX };
                 let name = format!("{prefix}{index}-{}", self.rng.u16(..));
                 let frame = encode_frame_to_vec(0, &Packet::Hello { name: &name });

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use gamewire_cli::{WorldArgs, seconds};
-use gamewire_net::{IoBackend, Server, ServerConfig};
+use gamewire_net::{IoBackend, Server, ServerConfig, ServerError};
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -27,10 +27,14 @@ pub(crate) struct ServeArgs {
     /// Connections served at once; more are answered SERVER_FULL.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
-    /// Connections served at once from one IP address; more from it are answered SERVER_FULL.
-    /// 0 = no per-IP cap.
-    #[arg(long, default_value_t = 0)]
+    /// Connections served at once from one IP address; more from it are answered SERVER_FULL. 0 = no
+    /// per-IP cap. Loopback peers (127.0.0.0/8, ::1: load tests on this host) are exempt unless
+    /// --cap-loopback.
+    #[arg(long, default_value_t = 64)]
     max_connections_per_ip: usize,
+    /// Apply --max-connections-per-ip to loopback peers too.
+    #[arg(long)]
+    cap_loopback: bool,
     /// Seconds the rest of a started frame may take to arrive.
     #[arg(long, default_value = "5", value_parser = seconds, value_name = "SECONDS")]
     partial_frame_timeout: Duration,
@@ -70,6 +74,11 @@ pub(crate) struct ServeArgs {
     /// Do not pin the workers to CPUs.
     #[arg(long)]
     no_pin: bool,
+    /// Join a server already listening on --addr (SO_REUSEPORT): the kernel splits new players
+    /// between the two, each with a world of its own. Without it, a taken address is an error. The
+    /// joined server must have set SO_REUSEPORT too (this flag, or several workers).
+    #[arg(long)]
+    reuse_port: bool,
     /// Print the NUMA nodes found (from /sys/devices/system/node) and where each worker and its pool
     /// will sit, then serve.
     #[arg(long)]
@@ -109,16 +118,28 @@ impl From<Io> for IoBackend {
 }
 
 impl ServeArgs {
-    fn into_config(self) -> ServerConfig {
+    /// The configuration these flags ask for, not validated yet.
+    ///
+    /// # Errors
+    ///
+    /// `--pool-mib` beyond the address space.
+    fn into_config(self) -> anyhow::Result<ServerConfig> {
         let defaults = ServerConfig::default();
-        ServerConfig {
+        let Some(pool_bytes) = self.pool_mib.checked_mul(1 << 20) else {
+            anyhow::bail!(
+                "invalid configuration: --pool-mib {} is more memory than can exist",
+                self.pool_mib
+            );
+        };
+        Ok(ServerConfig {
             addr: self.addr,
             world: self.world.to_config(self.max_connections),
             max_payload: self.max_payload,
-            pool_bytes: self.pool_mib << 20,
+            pool_bytes,
             chunk_size: self.chunk_size,
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
+            cap_loopback: self.cap_loopback,
             send_soft_limit: self.send_soft_limit,
             send_hard_limit: self.send_hard_limit,
             write_deadline: self.write_deadline,
@@ -132,10 +153,11 @@ impl ServeArgs {
             io: self.io.into(),
             send_zerocopy_threshold: self.send_zerocopy_threshold,
             workers: self.workers.unwrap_or_else(default_workers),
+            reuse_port: self.reuse_port,
             pin_workers: !self.no_pin,
             ring_slots: defaults.ring_slots,
             receive_buffers: self.receive_buffers,
-        }
+        })
     }
 }
 
@@ -173,13 +195,27 @@ fn print_numa(workers: usize, pinned: bool) {
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let numa = args.numa;
-    let config = args.into_config();
+    let config = args.into_config()?;
+    // Checked here rather than left to `Server::bind`, to name each parameter by its flag, in one
+    // line.
+    if let Err(error) = config.validate() {
+        anyhow::bail!("invalid configuration: {}", error.describe(&gamewire_cli::flag_name));
+    }
     if numa {
         print_numa(config.workers, config.pin_workers);
     }
     let world = &config.world;
     let limits = &world.limits;
-    let server = Server::bind(config.clone()).context("cannot start the server")?;
+    let server = match Server::bind(config.clone()) {
+        Ok(server) => server,
+        Err(ServerError::Bind { addr, error }) if error.kind() == std::io::ErrorKind::AddrInUse => {
+            anyhow::bail!(
+                "cannot start the server: {addr} is already in use ({error}); another server may be \
+                 listening there: stop it, choose another --addr, or pass --reuse-port on both to share it"
+            );
+        }
+        Err(error) => return Err(anyhow::Error::new(error).context("cannot start the server")),
+    };
     let backend = match server.io_backend() {
         IoBackend::Uring => "io_uring",
         _ => "mio",
@@ -203,6 +239,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         chunk_size = config.chunk_size,
         max_connections = config.max_connections,
         max_connections_per_ip = config.max_connections_per_ip,
+        cap_loopback = config.cap_loopback,
         send_soft_limit = config.send_soft_limit,
         send_hard_limit = config.send_hard_limit,
         socket_send_buffer = config.socket_send_buffer,

@@ -1,6 +1,6 @@
 //! Server parameters: the world's rules plus everything about connections, memory and deadlines.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use gamewire_proto::{DEFAULT_MAX_PAYLOAD, MAX_PAYLOAD_LIMIT};
@@ -22,9 +22,14 @@ pub struct ServerConfig {
     /// Connections served at once; one more is answered SERVER_FULL and closed.
     pub max_connections: usize,
     /// Connections served at once from one IP address; one more from it is answered SERVER_FULL and
-    /// closed. 0 (the default) means no per-IP cap: players behind one NAT, and load tests from one
-    /// host, legitimately open many connections from one address.
+    /// closed. The default, 64, keeps one host from holding every place of a public server (by
+    /// reconnecting every few seconds, or pinging every 29) while leaving room for a household or a
+    /// small NAT; 0 means no per-IP cap. Loopback peers are exempt unless [`Self::cap_loopback`]:
+    /// load tests run from the server's own host. See [`Self::per_ip_cap`].
     pub max_connections_per_ip: usize,
+    /// Apply `max_connections_per_ip` to loopback peers (127.0.0.0/8, ::1) too. Off by default: a
+    /// peer on loopback is this host itself (a load test, a local proxy), not a stranger.
+    pub cap_loopback: bool,
     /// Queued bytes per client above which the write deadline starts.
     pub send_soft_limit: usize,
     /// Queued bytes per client above which it is cut off at once (SLOW_CONSUMER).
@@ -61,6 +66,12 @@ pub struct ServerConfig {
     /// Event loops (workers), each with its own listener (SO_REUSEPORT), connections and pool. With
     /// more than one, the world runs on a thread of its own, linked to every worker by SPSC rings.
     pub workers: usize,
+    /// Join whatever already listens on `addr` with SO_REUSEPORT (another server started with this
+    /// set, or with several workers), the kernel spreading new connections over both, each with a
+    /// world of its own. Off by default: binding then fails with "address in use" when anything
+    /// listens on `addr`, so a second server started by mistake cannot silently take half the
+    /// players. (The workers of one server share the port either way.)
+    pub reuse_port: bool,
     /// Pin worker `i` to the `i`-th CPU the process may run on (in turn).
     pub pin_workers: bool,
     /// io_uring only: pool chunks lent to the kernel's provided-buffer ring for receiving (0: a quarter
@@ -89,7 +100,8 @@ impl Default for ServerConfig {
             pool_bytes: 64 << 20,
             chunk_size: 4096,
             max_connections: 10_000,
-            max_connections_per_ip: 0,
+            max_connections_per_ip: 64,
+            cap_loopback: false,
             send_soft_limit: 256 << 10,
             send_hard_limit: 1 << 20,
             write_deadline: Duration::from_secs(5),
@@ -103,6 +115,7 @@ impl Default for ServerConfig {
             io: IoBackend::Auto,
             send_zerocopy_threshold: 0,
             workers: 1,
+            reuse_port: false,
             pin_workers: false,
             ring_slots: 1 << 14,
             receive_buffers: 0,
@@ -124,27 +137,99 @@ pub enum IoBackend {
 }
 
 /// Why a [`ServerConfig`] was refused.
-#[derive(Debug, thiserror::Error)]
+///
+/// Each message names the parameters at fault by their field names in [`ServerConfig`]
+/// (`max_connections`, `world.aoi_radius` is `aoi_radius`); [`ConfigError::describe`] names them
+/// otherwise, as a command line's flags.
+#[derive(Debug)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The world's parameters.
-    #[error(transparent)]
-    World(#[from] gamewire_world::ConfigError),
-    /// `max_payload` outside 256..=65536.
-    #[error("max_payload must be in 256..={MAX_PAYLOAD_LIMIT}, got {0}")]
-    MaxPayload(u32),
-    /// Pool sizes that cannot work.
-    #[error("pool of {pool_bytes} bytes in chunks of {chunk_size}: {reason}")]
-    Pool {
-        /// Pool size.
-        pool_bytes: usize,
-        /// Chunk size.
-        chunk_size: usize,
-        /// What is wrong.
-        reason: &'static str,
+    World(gamewire_world::ConfigError),
+    /// A number outside the values it may take.
+    OutOfRange {
+        /// The parameter.
+        name: &'static str,
+        /// Its value.
+        value: u64,
+        /// What it must be, completing "`name` must ...".
+        expected: &'static str,
     },
-    /// Limits that contradict each other.
-    #[error("{0}")]
-    Limits(&'static str),
+    /// A pool too small for the chunks it is cut into.
+    PoolTooSmall {
+        /// Pool size in bytes.
+        pool_bytes: usize,
+        /// Chunk size in bytes.
+        chunk_size: usize,
+    },
+    /// A deadline or interval so long that instants computed from it could overflow the clock.
+    TimeoutTooLong {
+        /// The parameter.
+        name: &'static str,
+        /// Its value in seconds.
+        seconds: u64,
+    },
+    /// Two limits in the wrong order.
+    Exceeds {
+        /// The parameter that is too large.
+        name: &'static str,
+        /// The one it must not exceed.
+        limit: &'static str,
+    },
+}
+
+impl ConfigError {
+    /// The message, with each parameter called what `name` returns for its field name: the
+    /// [`Display`](std::fmt::Display) text is `describe(&|field| field.to_string())`, and a command
+    /// line passes the flag that sets the field instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use gamewire_net::ServerConfig;
+    ///
+    /// let error = ServerConfig { max_connections: 0, ..ServerConfig::default() }.validate().unwrap_err();
+    /// assert_eq!(error.to_string(), "max_connections must be at least 1, got 0");
+    /// let flag = |field: &'static str| format!("--{}", field.replace('_', "-"));
+    /// assert_eq!(error.describe(&flag), "--max-connections must be at least 1, got 0");
+    /// ```
+    pub fn describe(&self, name: &dyn Fn(&'static str) -> String) -> String {
+        match *self {
+            ConfigError::World(ref error) => error.describe(name),
+            ConfigError::OutOfRange { name: field, value, expected } => {
+                format!("{} must {expected}, got {value}", name(field))
+            }
+            ConfigError::PoolTooSmall { pool_bytes, chunk_size } => format!(
+                "{} must hold at least {MIN_CHUNKS} chunks of {}, got {pool_bytes} bytes in chunks of {chunk_size}",
+                name("pool_bytes"),
+                name("chunk_size")
+            ),
+            ConfigError::TimeoutTooLong { name: field, seconds } => {
+                format!("{} of {seconds} s exceeds the limit of one year", name(field))
+            }
+            ConfigError::Exceeds { name: field, limit } => {
+                format!("{} must not exceed {}", name(field), name(limit))
+            }
+        }
+    }
+}
+
+// Display by hand rather than thiserror's: every message is built by `describe`, so that a caller
+// that names parameters otherwise gets the same words. No `source()`: the text already says it all,
+// and an error that both shows and returns its cause is printed twice by reporters that walk the
+// chain (anyhow's `{:#}`, `Caused by:`).
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe(&|field| field.to_string()))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<gamewire_world::ConfigError> for ConfigError {
+    fn from(error: gamewire_world::ConfigError) -> Self {
+        ConfigError::World(error)
+    }
 }
 
 /// Most workers a server runs.
@@ -153,6 +238,13 @@ pub const MAX_WORKERS: usize = 256;
 /// Smallest `max_payload`: every valid client packet (a 256-byte CHAT at most) fits.
 pub const MIN_MAX_PAYLOAD: u32 = 256;
 
+/// Fewest chunks a pool may have.
+const MIN_CHUNKS: usize = 64;
+
+/// Largest chunk: one read fills at most one chunk, and a frame is at most 12 + 65,536 bytes, so
+/// bigger chunks only waste memory (and io_uring's buffer lengths are 32-bit).
+const MAX_CHUNK_SIZE: usize = 1 << 20;
+
 impl ServerConfig {
     /// Checks every parameter.
     ///
@@ -160,40 +252,186 @@ impl ServerConfig {
     ///
     /// The first [`ConfigError`] found.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let out_of_range =
+            |name, value: usize, expected| ConfigError::OutOfRange { name, value: value as u64, expected };
+        // Before the world's own checks: the world's `max_players` is derived from it, and a zero
+        // there is this parameter's fault.
+        if self.max_connections == 0 {
+            return Err(out_of_range("max_connections", 0, "be at least 1"));
+        }
         self.world.validate()?;
         if !(MIN_MAX_PAYLOAD..=MAX_PAYLOAD_LIMIT).contains(&self.max_payload) {
-            return Err(ConfigError::MaxPayload(self.max_payload));
+            return Err(out_of_range("max_payload", self.max_payload as usize, "be in 256..=65536"));
         }
-        let pool_error =
-            |reason| ConfigError::Pool { pool_bytes: self.pool_bytes, chunk_size: self.chunk_size, reason };
-        if self.chunk_size < 1024 || !self.chunk_size.is_multiple_of(64) {
-            return Err(pool_error("chunk size must be a multiple of 64, at least 1024"));
+        if !(1024..=MAX_CHUNK_SIZE).contains(&self.chunk_size) || !self.chunk_size.is_multiple_of(64) {
+            return Err(out_of_range("chunk_size", self.chunk_size, "be a multiple of 64 in 1024..=1048576"));
         }
-        if self.pool_bytes / self.chunk_size < 64 {
-            return Err(pool_error("the pool must hold at least 64 chunks"));
+        if self.pool_bytes / self.chunk_size < MIN_CHUNKS {
+            return Err(ConfigError::PoolTooSmall {
+                pool_bytes: self.pool_bytes,
+                chunk_size: self.chunk_size,
+            });
+        }
+        if self.chunk_count() > gamewire_pool::MAX_CHUNKS {
+            return Err(out_of_range("pool_bytes", self.pool_bytes, "hold at most 2^32 - 1 chunks"));
         }
         if !(1..=MAX_WORKERS).contains(&self.workers) {
-            return Err(ConfigError::Limits("workers must be in 1..=256"));
+            return Err(out_of_range("workers", self.workers, "be in 1..=256"));
         }
         if !(2..=1 << 24).contains(&self.ring_slots) {
-            return Err(ConfigError::Limits("ring_slots must be in 2..=16777216"));
+            return Err(out_of_range("ring_slots", self.ring_slots, "be in 2..=16777216"));
         }
-        if self.max_connections == 0 {
-            return Err(ConfigError::Limits("max_connections must be at least 1"));
-        }
-        let durations =
-            [self.write_deadline, self.partial_frame_timeout, self.drain_timeout, self.close_linger];
-        if durations.iter().any(|d| *d > gamewire_world::MAX_TIMEOUT) {
-            return Err(ConfigError::Limits("deadlines and timeouts must not exceed one year"));
+        if self.send_hard_limit == 0 {
+            return Err(out_of_range("send_hard_limit", 0, "be at least 1 (no frame would ever be sent)"));
         }
         if self.send_soft_limit > self.send_hard_limit {
-            return Err(ConfigError::Limits("send_soft_limit must not exceed send_hard_limit"));
+            return Err(ConfigError::Exceeds { name: "send_soft_limit", limit: "send_hard_limit" });
+        }
+        // setsockopt takes an int, which the kernel doubles.
+        if self.socket_send_buffer > i32::MAX as usize / 2 {
+            return Err(out_of_range("socket_send_buffer", self.socket_send_buffer, "be at most 1 GiB"));
+        }
+        let durations = [
+            ("write_deadline", self.write_deadline),
+            ("partial_frame_timeout", self.partial_frame_timeout),
+            ("drain_timeout", self.drain_timeout),
+            ("close_linger", self.close_linger),
+            ("flush_interval", self.flush_interval),
+        ];
+        for (name, duration) in durations {
+            if duration > gamewire_world::MAX_TIMEOUT {
+                return Err(ConfigError::TimeoutTooLong { name, seconds: duration.as_secs() });
+            }
+        }
+        if self.partial_frame_timeout.is_zero() {
+            // Every frame split over two reads would be cut off at the next check.
+            return Err(out_of_range("partial_frame_timeout", 0, "be above 0 seconds"));
         }
         Ok(())
+    }
+
+    /// The per-IP cap that applies to a peer at `ip`: `None` when `max_connections_per_ip` is 0, or
+    /// when `ip` is a loopback address (127.0.0.0/8, ::1, or 127.x mapped into IPv6) and
+    /// `cap_loopback` is off. Decided from the configuration alone, so a connection's accept and its
+    /// removal always agree on whether it is counted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::{IpAddr, Ipv4Addr};
+    /// use gamewire_net::ServerConfig;
+    ///
+    /// let config = ServerConfig::default();
+    /// assert_eq!(config.per_ip_cap(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))), Some(64));
+    /// assert_eq!(config.per_ip_cap(IpAddr::V4(Ipv4Addr::LOCALHOST)), None);
+    /// ```
+    pub fn per_ip_cap(&self, ip: IpAddr) -> Option<usize> {
+        let exempt = !self.cap_loopback && ip.to_canonical().is_loopback();
+        (self.max_connections_per_ip > 0 && !exempt).then_some(self.max_connections_per_ip)
     }
 
     /// Chunks in the pool.
     pub fn chunk_count(&self) -> usize {
         self.pool_bytes / self.chunk_size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_default_per_ip_cap_spares_loopback_only() {
+        let config = ServerConfig::default();
+        let public = [
+            IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            IpAddr::V4(Ipv4Addr::new(128, 0, 0, 1)),
+            IpAddr::V6("2001:db8::1".parse().expect("an IPv6 address")),
+            IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped()),
+        ];
+        for ip in public {
+            assert_eq!(config.per_ip_cap(ip), Some(64), "{ip}");
+        }
+        let loopback = [
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V4(Ipv4Addr::new(127, 255, 0, 9)),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+            IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()),
+        ];
+        for ip in loopback {
+            assert_eq!(config.per_ip_cap(ip), None, "{ip}");
+        }
+        let capped = ServerConfig { cap_loopback: true, ..ServerConfig::default() };
+        for ip in loopback.into_iter().chain(public) {
+            assert_eq!(capped.per_ip_cap(ip), Some(64), "{ip}");
+        }
+        let uncapped =
+            ServerConfig { max_connections_per_ip: 0, cap_loopback: true, ..ServerConfig::default() };
+        assert_eq!(uncapped.per_ip_cap(public[0]), None);
+    }
+
+    #[test]
+    fn every_duration_is_capped_at_a_year_by_name() {
+        let too_long = gamewire_world::MAX_TIMEOUT + Duration::from_secs(1);
+        let huge = Duration::from_secs_f64(1e19);
+        for (name, config) in [
+            ("flush_interval", ServerConfig { flush_interval: huge, ..ServerConfig::default() }),
+            ("write_deadline", ServerConfig { write_deadline: too_long, ..ServerConfig::default() }),
+            ("drain_timeout", ServerConfig { drain_timeout: too_long, ..ServerConfig::default() }),
+            ("close_linger", ServerConfig { close_linger: too_long, ..ServerConfig::default() }),
+            (
+                "partial_frame_timeout",
+                ServerConfig { partial_frame_timeout: too_long, ..ServerConfig::default() },
+            ),
+        ] {
+            let error = config.validate().expect_err(name);
+            assert!(matches!(error, ConfigError::TimeoutTooLong { name: n, .. } if n == name), "{error}");
+            assert!(error.to_string().starts_with(name), "{error}");
+        }
+        let year = ServerConfig { flush_interval: gamewire_world::MAX_TIMEOUT, ..ServerConfig::default() };
+        assert!(year.validate().is_ok());
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_by_name() {
+        let cases = [
+            (
+                ServerConfig { max_connections: 0, ..ServerConfig::default() },
+                "max_connections must be at least 1, got 0",
+            ),
+            (
+                ServerConfig { chunk_size: 1 << 40, pool_bytes: 1 << 46, ..ServerConfig::default() },
+                "chunk_size must be",
+            ),
+            (
+                ServerConfig { pool_bytes: 4096, ..ServerConfig::default() },
+                "pool_bytes must hold at least 64 chunks of chunk_size",
+            ),
+            (
+                ServerConfig { send_hard_limit: 0, send_soft_limit: 0, ..ServerConfig::default() },
+                "send_hard_limit must be at least 1",
+            ),
+            (
+                ServerConfig { send_soft_limit: 2 << 20, ..ServerConfig::default() },
+                "send_soft_limit must not exceed send_hard_limit",
+            ),
+            (
+                ServerConfig { socket_send_buffer: usize::MAX, ..ServerConfig::default() },
+                "socket_send_buffer must be at most 1 GiB",
+            ),
+            (ServerConfig { workers: 0, ..ServerConfig::default() }, "workers must be in 1..=256, got 0"),
+            (
+                ServerConfig { partial_frame_timeout: Duration::ZERO, ..ServerConfig::default() },
+                "partial_frame_timeout must be above 0 seconds",
+            ),
+        ];
+        for (config, message) in cases {
+            let error = config.validate().expect_err(message);
+            assert!(error.to_string().starts_with(message), "{error} does not start with {message}");
+        }
     }
 }

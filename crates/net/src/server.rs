@@ -17,25 +17,47 @@ use crate::world_thread;
 use crate::{ConfigError, IoBackend, ServerConfig};
 
 /// Why a server could not start or stopped with an error.
+///
+/// Each message includes its cause, and `source()` is `None`: an error that both shows its cause and
+/// returns it is printed twice by reporters that walk the chain (anyhow's `Caused by:`).
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The configuration was refused.
     #[error("invalid configuration: {0}")]
-    Config(#[from] ConfigError),
+    Config(ConfigError),
     /// The buffer pool could not be mapped.
     #[error("buffer pool: {0}")]
-    Pool(#[from] PoolError),
-    /// Binding the listener failed.
-    #[error("cannot listen on {addr}: {source}")]
+    Pool(PoolError),
+    /// Binding the listener failed: `error` is [`io::ErrorKind::AddrInUse`] when something already
+    /// listens on `addr` (see `ServerConfig::reuse_port`).
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// The cause.
-        source: io::Error,
+        error: io::Error,
     },
     /// The event loop failed.
     #[error("event loop: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+impl From<ConfigError> for ServerError {
+    fn from(error: ConfigError) -> Self {
+        ServerError::Config(error)
+    }
+}
+
+impl From<PoolError> for ServerError {
+    fn from(error: PoolError) -> Self {
+        ServerError::Pool(error)
+    }
+}
+
+impl From<io::Error> for ServerError {
+    fn from(error: io::Error) -> Self {
+        ServerError::Io(error)
+    }
 }
 
 /// Shutdown requests shared between a [`ShutdownHandle`] and the loops, and how to wake each loop.
@@ -140,8 +162,8 @@ impl Server {
         let pools = (0..count).map(|_| new_pool()).collect::<Result<Vec<_>, _>>()?;
         let world = World::new(config.world.clone()).map_err(ConfigError::from)?;
         let backend = choose_backend(&config)?;
-        let listeners = bind_listeners(config.addr, count)
-            .map_err(|source| ServerError::Bind { addr: config.addr, source })?;
+        let listeners = bind_listeners(config.addr, count, config.reuse_port)
+            .map_err(|error| ServerError::Bind { addr: config.addr, error })?;
         let local_addr =
             listeners[0].local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an IP socket"))?;
         // Each worker's way to be woken, before anything that may need to wake it.
@@ -394,11 +416,28 @@ fn choose_backend(config: &ServerConfig) -> Result<IoBackend, ServerError> {
 
 /// Binds `count` listeners on `addr`: several share it with SO_REUSEPORT (the kernel spreads incoming
 /// connections over them by a hash of the addresses), all on the port the first one got.
-fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<socket2::Socket>> {
-    let mut listeners = Vec::with_capacity(count);
+///
+/// Unless `join`, nothing else may listen on `addr`: SO_REUSEPORT would let a second server's listeners
+/// bind beside the first's, and the kernel would split new players between two separate worlds
+/// without a word. So a probe socket without SO_REUSEPORT binds `addr` first (it fails with
+/// EADDRINUSE if anything listens there, and picks the port when `addr`'s is 0) and is closed before
+/// the listeners bind. A server that binds between the probe's close and the listeners' bind is not
+/// seen: the window is a few system calls, and closing it would need a socket held across the bind
+/// that itself blocks the listeners. With `join`, every listener (even a lone one) sets SO_REUSEPORT
+/// and no probe is made: the caller asked to share the port.
+fn bind_listeners(addr: SocketAddr, count: usize, join: bool) -> io::Result<Vec<socket2::Socket>> {
+    let reuse_port = count > 1 || join;
     let mut addr = addr;
+    if reuse_port && !join {
+        let probe = new_socket(addr)?;
+        probe.bind(&addr.into())?;
+        if let Some(bound) = probe.local_addr()?.as_socket() {
+            addr = bound;
+        }
+    }
+    let mut listeners = Vec::with_capacity(count);
     for _ in 0..count {
-        let listener = bind_listener(addr, count > 1)?;
+        let listener = bind_listener(addr, reuse_port)?;
         if let Some(bound) = listener.local_addr()?.as_socket() {
             addr = bound;
         }
@@ -407,10 +446,17 @@ fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<socket2::Soc
     Ok(listeners)
 }
 
-fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<socket2::Socket> {
+/// A TCP socket for `addr` with SO_REUSEADDR, so that connections of an earlier run still in
+/// TIME_WAIT do not keep the port (it does not let two sockets listen on one port).
+fn new_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    Ok(socket)
+}
+
+fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<socket2::Socket> {
+    let socket = new_socket(addr)?;
     #[cfg(unix)]
     if reuse_port {
         socket.set_reuse_port(true)?;

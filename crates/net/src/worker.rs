@@ -211,7 +211,8 @@ impl<S> Worker<S> {
     }
 
     /// Takes a place for a new connection from `ip`, unless the server (every worker together) already
-    /// holds `max_connections`, or `max_connections_per_ip` from `ip`. A place taken is given back by
+    /// holds `max_connections`, or as many from `ip` as its per-IP cap allows (`ServerConfig::per_ip_cap`:
+    /// none for loopback by default). A place taken is given back by
     /// [`Self::remove`], so it must be followed by [`Self::accept`] with a peer of that `ip`.
     pub(crate) fn take_place(&self, ip: IpAddr) -> bool {
         let before = self.places.open.fetch_add(1, Ordering::Relaxed);
@@ -219,8 +220,7 @@ impl<S> Worker<S> {
             self.places.open.fetch_sub(1, Ordering::Relaxed);
             return false;
         }
-        let cap = self.config.max_connections_per_ip;
-        if cap > 0 {
+        if let Some(cap) = self.config.per_ip_cap(ip) {
             let mut per_ip = self.places.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
             let count = per_ip.entry(ip).or_insert(0);
             if *count >= cap {
@@ -699,8 +699,9 @@ impl<S> Worker<S> {
         self.places.open.fetch_sub(1, Ordering::Relaxed);
         self.out.queues[token] = SendQueue::default();
         let conn = self.conns.remove(token);
-        if self.config.max_connections_per_ip > 0 {
-            let ip = conn.peer.ip();
+        let ip = conn.peer.ip();
+        // The same decision as at `take_place`: only a counted connection is taken off its count.
+        if self.config.per_ip_cap(ip).is_some() {
             let mut per_ip = self.places.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(count) = per_ip.get_mut(&ip) {
                 *count = count.saturating_sub(1);

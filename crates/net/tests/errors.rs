@@ -540,9 +540,28 @@ fn connections_beyond_the_limit_are_refused_with_server_full() {
 }
 
 #[test]
+fn loopback_peers_are_not_capped_per_ip_unless_asked() {
+    each_backend(|mut config| {
+        // Without `cap_loopback`, a cap of 2 does not apply to 127.0.0.1 (load tests run from the
+        // server's host); `connections_beyond_the_per_ip_cap_are_refused_with_server_full` turns it on.
+        config.max_connections_per_ip = 2;
+        let server = TestServer::start(config);
+        let mut clients: Vec<Client> = ["alice", "bob", "carol", "dave"].map(|name| server.join(name)).into();
+        for client in &mut clients {
+            client.sync();
+        }
+        for client in &mut clients {
+            client.assert_served();
+        }
+    });
+}
+
+#[test]
 fn connections_beyond_the_per_ip_cap_are_refused_with_server_full() {
     each_backend(|mut config| {
         config.max_connections_per_ip = 3;
+        // The tests' clients are on 127.0.0.1, exempt unless asked.
+        config.cap_loopback = true;
         let server = TestServer::start(config);
         let mut alice = server.join("alice");
         let mut bob = server.join("bob");

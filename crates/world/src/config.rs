@@ -94,18 +94,27 @@ impl Default for Config {
 }
 
 /// Why a [`Config`] was refused.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+///
+/// Each message names the parameters at fault by their field names in [`Config`] (`aoi_radius`,
+/// `limits.moves`); [`ConfigError::describe`] names them otherwise, as a command line's flags.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A parameter that must be a positive finite number is not.
-    #[error("{name} must be a positive finite number, got {value}")]
     NotPositive {
         /// The parameter.
         name: &'static str,
         /// Its value.
         value: f32,
     },
+    /// A rate whose tokens per second are not a positive finite number, or whose burst is below 1.
+    BadRate {
+        /// The parameter (`limits.moves`, ...).
+        name: &'static str,
+        /// Its value.
+        rate: Rate,
+    },
     /// The fixed spawn point lies outside the world.
-    #[error("spawn point ({x}, {z}) lies outside the world 0..{world_w} x 0..{world_h}")]
     SpawnOutside {
         /// Spawn x.
         x: f32,
@@ -117,9 +126,6 @@ pub enum ConfigError {
         world_h: f32,
     },
     /// The grid would have too many cells (the radius is tiny next to the world).
-    #[error(
-        "aoi_radius {aoi_radius} is too small for a {world_w} x {world_h} world ({cells} grid cells, limit {limit})"
-    )]
     TooManyCells {
         /// The radius.
         aoi_radius: f32,
@@ -133,7 +139,6 @@ pub enum ConfigError {
         limit: usize,
     },
     /// `max_players` is zero or above [`crate::PlayerId::MAX_PLAYERS`].
-    #[error("max_players must be in 1..={limit}, got {value}")]
     MaxPlayers {
         /// The value.
         value: usize,
@@ -141,22 +146,81 @@ pub enum ConfigError {
         limit: usize,
     },
     /// A timeout so long that deadlines computed from it could overflow the clock.
-    #[error("{name} of {seconds} s exceeds the limit of one year")]
     TimeoutTooLong {
         /// The parameter.
         name: &'static str,
         /// Its value in seconds.
         seconds: u64,
     },
-    /// `max_hp` or a rate is zero.
-    #[error("{name} must be positive")]
+    /// A timeout of zero, which would end every session at the first check.
+    ZeroTimeout {
+        /// The parameter.
+        name: &'static str,
+    },
+    /// `max_hp` is zero.
     Zero {
         /// The parameter.
         name: &'static str,
     },
 }
 
-/// Largest number of grid cells a world may have (16 M cells of 24 bytes: 400 MiB would be absurd).
+impl ConfigError {
+    /// The message, with each parameter called what `name` returns for its field name: the
+    /// [`Display`](std::fmt::Display) text is `describe(&|field| field.to_string())`, and a command
+    /// line passes the flag that sets the field instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use gamewire_world::{Config, ConfigError};
+    ///
+    /// let error = Config { max_hp: 0, ..Config::default() }.validate().unwrap_err();
+    /// assert_eq!(error.to_string(), "max_hp must be positive");
+    /// let flag = |field: &'static str| format!("--{}", field.replace('_', "-"));
+    /// assert_eq!(error.describe(&flag), "--max-hp must be positive");
+    /// ```
+    pub fn describe(&self, name: &dyn Fn(&'static str) -> String) -> String {
+        match *self {
+            ConfigError::NotPositive { name: field, value } => {
+                format!("{} must be a positive finite number, got {value}", name(field))
+            }
+            ConfigError::BadRate { name: field, rate } => format!(
+                "{} must be a positive finite rate with a burst of at least 1, got {}/{}",
+                name(field),
+                rate.per_second,
+                rate.burst
+            ),
+            ConfigError::SpawnOutside { x, z, world_w, world_h } => {
+                format!("{} ({x}, {z}) lies outside the world 0..{world_w} x 0..{world_h}", name("spawn"))
+            }
+            ConfigError::TooManyCells { aoi_radius, world_w, world_h, cells, limit } => format!(
+                "{} {aoi_radius} is too small for a {world_w} x {world_h} world ({cells} grid cells, limit {limit})",
+                name("aoi_radius")
+            ),
+            ConfigError::MaxPlayers { value, limit } => {
+                format!("{} must be in 1..={limit}, got {value}", name("max_players"))
+            }
+            ConfigError::TimeoutTooLong { name: field, seconds } => {
+                format!("{} of {seconds} s exceeds the limit of one year", name(field))
+            }
+            ConfigError::ZeroTimeout { name: field } => format!("{} must be above 0 seconds", name(field)),
+            ConfigError::Zero { name: field } => format!("{} must be positive", name(field)),
+        }
+    }
+}
+
+// Display by hand rather than thiserror's: every message is built by `describe`, so that a caller
+// that names parameters otherwise gets the same words.
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe(&|field| field.to_string()))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Largest number of grid cells a world may have: 4 M (2^22) cells, each an empty `Vec` of 24 bytes, so
+/// about 100 MiB of grid before any player joins; a finer grid than that is a mistake, not a world.
 pub(crate) const MAX_CELLS: usize = 1 << 22;
 
 /// Longest timeout accepted: a year is "never" for a game session, and keeps `Instant + timeout` safe.
@@ -182,17 +246,17 @@ impl Config {
             }
         }
         for (name, rate) in [
-            ("move rate", self.limits.moves),
-            ("chat rate", self.limits.chats),
-            ("attack rate", self.limits.attacks),
-            ("ping rate", self.limits.pings),
+            ("limits.moves", self.limits.moves),
+            ("limits.chats", self.limits.chats),
+            ("limits.attacks", self.limits.attacks),
+            ("limits.pings", self.limits.pings),
         ] {
             if !(rate.per_second.is_finite()
                 && rate.per_second > 0.0
                 && rate.burst.is_finite()
                 && rate.burst >= 1.0)
             {
-                return Err(ConfigError::NotPositive { name, value: rate.per_second.min(rate.burst) });
+                return Err(ConfigError::BadRate { name, rate });
             }
         }
         if self.max_hp == 0 {
@@ -217,6 +281,9 @@ impl Config {
         for (name, timeout) in [("hello_timeout", self.hello_timeout), ("idle_timeout", self.idle_timeout)] {
             if timeout > MAX_TIMEOUT {
                 return Err(ConfigError::TimeoutTooLong { name, seconds: timeout.as_secs() });
+            }
+            if timeout.is_zero() {
+                return Err(ConfigError::ZeroTimeout { name });
             }
         }
         if self.max_players == 0 || self.max_players > crate::PlayerId::MAX_PLAYERS {
@@ -244,5 +311,29 @@ mod tests {
         assert!(matches!(bad.validate(), Err(ConfigError::TooManyCells { .. })));
         let bad = Config { max_players: 0, ..Config::default() };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn zero_timeouts_and_bad_rates_are_refused_by_field_name() {
+        let bad = Config { idle_timeout: Duration::ZERO, ..Config::default() };
+        assert_eq!(bad.validate(), Err(ConfigError::ZeroTimeout { name: "idle_timeout" }));
+        let bad = Config { hello_timeout: MAX_TIMEOUT + Duration::from_secs(1), ..Config::default() };
+        assert!(matches!(bad.validate(), Err(ConfigError::TimeoutTooLong { name: "hello_timeout", .. })));
+        let limits = RateLimits { chats: Rate::new(f32::INFINITY, 10.0), ..RateLimits::default() };
+        let error = Config { limits, ..Config::default() }.validate().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "limits.chats must be a positive finite rate with a burst of at least 1, got inf/10"
+        );
+    }
+
+    #[test]
+    fn describe_names_every_parameter_through_the_caller() {
+        let flag = |field: &'static str| format!("--{}", field.replace('_', "-"));
+        let error = Config { spawn: Some((2000.0, 5.0)), ..Config::default() }.validate().unwrap_err();
+        assert_eq!(error.describe(&flag), "--spawn (2000, 5) lies outside the world 0..1000 x 0..1000");
+        assert_eq!(error.to_string(), "spawn (2000, 5) lies outside the world 0..1000 x 0..1000");
+        let error = Config { max_players: 0, ..Config::default() }.validate().unwrap_err();
+        assert_eq!(error.describe(&flag), "--max-players must be in 1..=1048575, got 0");
     }
 }
