@@ -148,6 +148,9 @@ impl SendQueue {
             return;
         }
         self.stalled = true;
+        if self.refusing {
+            return; // Cut off: what is left is the end of a started frame and the ERROR, off the pool.
+        }
         if self.in_flight > 0 && self.after_send == AfterSend::Keep {
             self.after_send = AfterSend::Copy;
         }
@@ -582,6 +585,7 @@ mod tests {
         };
         queue.push_shared(&error, &pool, 1000, now);
         drop(error);
+        queue.mark_stalled(&pool, 1000, now); // the kernel refuses the ERROR too, for now
         assert_eq!(pool.free_chunks(), 8, "the final ERROR is not kept in the pool");
         assert_eq!(queue.held_bytes(), 4 + 2 * ENTRY_BYTES, "the rest of the started frame, the ERROR");
         assert_eq!(flush_all(&mut queue), [0, b'E', b'R', b'R'], "the started frame ends, then the ERROR");
