@@ -21,7 +21,7 @@ use crate::world_thread::{Command, ConnId, Delivery, RemoteWorld};
 /// `max_connections_per_ip` per peer address.
 ///
 /// The total is one atomic. The per-IP counts are a map behind a mutex, locked only at accept and at
-/// removal, never per packet, and only when a per-IP cap is configured.
+/// removal, never per packet, and only for peers a per-IP cap applies to.
 #[derive(Debug, Default)]
 pub(crate) struct Places {
     open: AtomicUsize,
