@@ -58,8 +58,10 @@ fn a_newcomer_is_welcomed_while_non_readers_exhaust_the_pool(backend: Backend, w
         "{backend:?}, {workers} worker(s): a newcomer that sent HELLO at once got {first:?} after \
          {waited:?} instead of WELCOME"
     );
+    // The goal is under 1 s (0.3-0.4 s measured on a quiet 2-core machine with mio, 1 worker; under
+    // 5 ms on io_uring); the bound leaves room for a machine busy with other tests.
     assert!(
-        waited < Duration::from_secs(1),
+        waited < Duration::from_secs(2),
         "{backend:?}, {workers} worker(s): reading resumed only {waited:?} after the newcomer's HELLO"
     );
 
