@@ -2,7 +2,7 @@
 
 use zerocopy::FromBytes;
 
-use crate::{DecodeError, HEADER_LEN, Header, Packet, PacketKind, ParseError};
+use crate::{DecodeError, HEADER_LEN, Header, Packet, PacketSet, ParseError};
 
 /// Which side of the connection the decoder reads for; it decides which packet ids are accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,10 +14,11 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn accepts(self, kind: PacketKind) -> bool {
+    /// Protocol v1's packets in this direction.
+    pub const fn v1_packets(self) -> PacketSet {
         match self {
-            Direction::ToServer => kind.is_client_sendable(),
-            Direction::ToClient => kind.is_server_sendable(),
+            Direction::ToServer => PacketSet::V1_FROM_CLIENT,
+            Direction::ToClient => PacketSet::V1_FROM_SERVER,
         }
     }
 }
@@ -86,14 +87,16 @@ impl<'a> RawFrame<'a> {
 /// `12 + max_payload` bytes.
 ///
 /// The header is checked as soon as its 12 bytes are in, before waiting for the payload: a
-/// `data_length` above `max_payload` is [`DecodeError::TooLarge`], then a packet id this direction may
-/// not carry is [`DecodeError::UnknownPacket`], then (reading a client) a `player_id` other than 0 and
+/// `data_length` above `max_payload` is [`DecodeError::TooLarge`], then a packet id outside the accepted
+/// [`PacketSet`] is [`DecodeError::UnknownPacket`], then (reading a client) a `player_id` other than 0 and
 /// the one given to [`FrameDecoder::set_player_id`] is [`DecodeError::SpoofedId`] (the protocol's
 /// order). After an error the stream cannot
 /// be resynchronised: every later call returns the same error, and the connection should be closed.
 #[derive(Debug)]
 pub struct FrameDecoder {
     direction: Direction,
+    /// The packet ids accepted; any other is UNKNOWN_PACKET from the header alone.
+    accepted: PacketSet,
     max_payload: u32,
     /// Bytes of the frame that straddles reads: its header first.
     partial: Vec<u8>,
@@ -111,10 +114,32 @@ pub struct FrameDecoder {
 const RETAINED_PARTIAL_CAPACITY: usize = 2048;
 
 impl FrameDecoder {
-    /// A decoder for `direction` that refuses payloads above `max_payload` bytes.
+    /// A decoder of protocol v1's packets in `direction` that refuses payloads above `max_payload`
+    /// bytes: [`FrameDecoder::with_packets`] with [`Direction::v1_packets`].
     pub fn new(direction: Direction, max_payload: u32) -> Self {
+        FrameDecoder::with_packets(direction, direction.v1_packets(), max_payload)
+    }
+
+    /// A decoder for `direction` that accepts the packet ids in `accepted` (a game's own, with the
+    /// core's session frames) and refuses payloads above `max_payload` bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use gamewire_proto::{DecodeError, Direction, FrameDecoder, PacketSet, RawFrame};
+    ///
+    /// let mut decoder =
+    ///     FrameDecoder::with_packets(Direction::ToServer, PacketSet::SESSION_FROM_CLIENT.with(32), 1024);
+    /// let frame = |id: u32| [id.to_le_bytes(), 0u32.to_le_bytes(), 0u32.to_le_bytes()].concat();
+    /// let mut input = &frame(32)[..];
+    /// assert_eq!(decoder.next_frame(&mut input).unwrap().unwrap().packet_id(), 32);
+    /// let mut input = &frame(33)[..];
+    /// assert_eq!(decoder.next_frame(&mut input), Err(DecodeError::UnknownPacket { packet_id: 33 }));
+    /// ```
+    pub fn with_packets(direction: Direction, accepted: PacketSet, max_payload: u32) -> Self {
         FrameDecoder {
             direction,
+            accepted,
             max_payload,
             partial: Vec::new(),
             partial_returned: false,
@@ -173,7 +198,7 @@ impl FrameDecoder {
         let packet_id = header.packet_id.get();
         let result = if length > self.max_payload {
             Err(DecodeError::TooLarge { length, max: self.max_payload })
-        } else if !PacketKind::from_id(packet_id).is_some_and(|kind| self.direction.accepts(kind)) {
+        } else if !self.accepted.contains(packet_id) {
             Err(DecodeError::UnknownPacket { packet_id })
         } else if self.direction == Direction::ToServer
             && self.checks_player_id

@@ -34,14 +34,30 @@
 #![warn(missing_docs)]
 
 mod decoder;
+mod encode;
 mod error;
 mod header;
 mod packet;
+mod packet_set;
 
 pub use decoder::{Direction, FrameDecoder, RawFrame};
+pub use encode::{Encode, encode_frame, encode_frame_to_vec, frame_len};
 pub use error::{DecodeError, ErrorCode, ParseError};
 pub use header::{HEADER_LEN, Header, PacketKind};
-pub use packet::{EnterHead, Hit, Move, Packet, Welcome, encode_frame, encode_frame_to_vec, frame_len};
+pub use packet::{EnterHead, Hit, Move, Packet, Welcome};
+pub use packet_set::PacketSet;
+
+/// Packet ids the core keeps for itself, whatever the game: 0 (never valid) and the session frames
+/// HELLO (1), WELCOME (2), PING (8), PONG (9) and ERROR (10), at the ids protocol v1 gave them, plus
+/// 12 to 15 for the core's later use. A game's own packets take any other id below
+/// [`PacketSet::ID_LIMIT`] (protocol v1's game: 3 to 7 and 11; a new game is best off from 16 up).
+pub const RESERVED_PACKETS: PacketSet = PacketSet::SESSION_FROM_CLIENT
+    .union(PacketSet::SESSION_FROM_SERVER)
+    .with(0)
+    .with(12)
+    .with(13)
+    .with(14)
+    .with(15);
 
 /// The little-endian field types of the payload views, re-exported so users need not depend on
 /// `zerocopy` to build a [`Move`] or read a [`Welcome`].

@@ -3,7 +3,8 @@
 use zerocopy::little_endian::{F32, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use crate::{CHAT_MAX, ERROR_MESSAGE_MAX, HEADER_LEN, Header, NAME_MAX, PING_MAX, PacketKind, ParseError};
+use crate::encode::Encode;
+use crate::{CHAT_MAX, ERROR_MESSAGE_MAX, NAME_MAX, PING_MAX, PacketKind, ParseError};
 
 /// WELCOME payload (40 bytes): the session token, the spawn position, hp and the world's parameters.
 #[derive(Clone, Copy, Debug, PartialEq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -276,40 +277,29 @@ impl<'a> Packet<'a> {
     }
 }
 
-/// Size in bytes of the whole frame (header and payload) that carries `packet`.
-pub fn frame_len(packet: &Packet<'_>) -> usize {
-    HEADER_LEN + packet.payload_len()
-}
+impl Encode for Packet<'_> {
+    fn packet_id(&self) -> u32 {
+        self.kind().id()
+    }
 
-/// Writes the frame carrying `packet` with header `player_id` at the start of `out` and returns its
-/// length, [`frame_len`]`(packet)`.
-///
-/// This is the one copy a frame costs on the server: into pooled memory, once, whatever the number of
-/// its recipients.
-///
-/// # Panics
-///
-/// If `out` is shorter than [`frame_len`]`(packet)`.
-pub fn encode_frame(player_id: u32, packet: &Packet<'_>, out: &mut [u8]) -> usize {
-    let payload_len = packet.payload_len();
-    let total = HEADER_LEN + payload_len;
-    let (header, payload) = out[..total].split_at_mut(HEADER_LEN);
-    header.copy_from_slice(Header::new(packet.kind().id(), player_id, payload_len as u32).as_bytes());
-    packet.write_payload(payload);
-    total
-}
+    fn payload_len(&self) -> usize {
+        Packet::payload_len(self)
+    }
 
-/// [`encode_frame`] into a new `Vec`: for clients and tests, not for the server's hot path.
-pub fn encode_frame_to_vec(player_id: u32, packet: &Packet<'_>) -> Vec<u8> {
-    let mut out = vec![0; frame_len(packet)];
-    encode_frame(player_id, packet, &mut out);
-    out
+    fn write_payload(&self, out: &mut [u8]) {
+        Packet::write_payload(self, out);
+    }
+
+    /// An ERROR whose code is fatal ([`crate::ErrorCode::is_fatal`]).
+    fn is_fatal(&self) -> bool {
+        matches!(self, Packet::Error { code, .. } if crate::ErrorCode::from_u32(*code).is_some_and(crate::ErrorCode::is_fatal))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ErrorCode;
+    use crate::{ErrorCode, HEADER_LEN, Header, encode_frame_to_vec};
 
     fn round_trip(packet: Packet<'_>) {
         let bytes = encode_frame_to_vec(42, &packet);

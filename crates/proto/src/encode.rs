@@ -1,0 +1,84 @@
+//! What the core needs of any outgoing packet, protocol v1's or a game's own: [`Encode`], and the
+//! frame writers built on it.
+
+use zerocopy::IntoBytes;
+
+use crate::{HEADER_LEN, Header};
+
+/// A packet the server can send: its wire id and how to write its payload.
+///
+/// Protocol v1's [`crate::Packet`] implements it; a game implements it for its own packets, with ids
+/// outside the core's reserved ones ([`crate::RESERVED_PACKETS`]). Frames are written once, into
+/// pooled memory, through [`encode_frame`], whatever the number of recipients.
+///
+/// # Examples
+///
+/// ```
+/// use gamewire_proto::{Encode, encode_frame_to_vec};
+///
+/// /// A game's own packet: a score, four bytes.
+/// struct Score(u32);
+///
+/// impl Encode for Score {
+///     fn packet_id(&self) -> u32 {
+///         40
+///     }
+///     fn payload_len(&self) -> usize {
+///         4
+///     }
+///     fn write_payload(&self, out: &mut [u8]) {
+///         out.copy_from_slice(&self.0.to_le_bytes());
+///     }
+/// }
+///
+/// let frame = encode_frame_to_vec(7, &Score(1200));
+/// assert_eq!(frame.len(), 12 + 4);
+/// assert_eq!(&frame[..4], &40u32.to_le_bytes());
+/// ```
+pub trait Encode {
+    /// The wire id (the header's `packet_id`).
+    fn packet_id(&self) -> u32;
+
+    /// The payload's length in bytes (the header's `data_length`).
+    fn payload_len(&self) -> usize;
+
+    /// Writes the payload into `out`, which is exactly [`Encode::payload_len`] bytes long.
+    fn write_payload(&self, out: &mut [u8]);
+
+    /// Whether this is the last frame its recipient gets (a fatal ERROR): it is queued even past the
+    /// recipient's send limit, and nothing after it.
+    fn is_fatal(&self) -> bool {
+        false
+    }
+}
+
+/// Size in bytes of the whole frame (header and payload) that carries `packet`.
+pub fn frame_len<P: Encode + ?Sized>(packet: &P) -> usize {
+    HEADER_LEN + packet.payload_len()
+}
+
+/// Writes the frame carrying `packet` with header `player_id` at the start of `out` and returns its
+/// length, [`frame_len`]`(packet)`.
+///
+/// This is the one copy a frame costs on the server: into pooled memory, once, whatever the number of
+/// its recipients.
+///
+/// # Panics
+///
+/// If `out` is shorter than [`frame_len`]`(packet)`, or the payload is longer than `u32::MAX` bytes.
+pub fn encode_frame<P: Encode + ?Sized>(player_id: u32, packet: &P, out: &mut [u8]) -> usize {
+    let payload_len = packet.payload_len();
+    let total = HEADER_LEN + payload_len;
+    let length = u32::try_from(payload_len).expect("a payload fits the header's u32 length");
+    let (header, payload) = out[..total].split_at_mut(HEADER_LEN);
+    header.copy_from_slice(Header::new(packet.packet_id(), player_id, length).as_bytes());
+    packet.write_payload(payload);
+    total
+}
+
+/// [`encode_frame`] into a new `Vec`: for clients and tests, not for the server's hot path.
+pub fn encode_frame_to_vec<P: Encode + ?Sized>(player_id: u32, packet: &P) -> Vec<u8> {
+    let mut out = vec![0; frame_len(packet)];
+    encode_frame(player_id, packet, &mut out);
+    out
+}
