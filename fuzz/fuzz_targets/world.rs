@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use gamewire_proto::{
-    CHAT_MAX, Direction, ErrorCode, FrameDecoder, HEADER_LEN, Move, NAME_MAX, PING_MAX, Packet, PacketKind,
+    CHAT_MAX, Direction, Encode, ErrorCode, FrameDecoder, HEADER_LEN, Move, NAME_MAX, PING_MAX, Packet, PacketKind,
     RawFrame, SERVER_PAYLOAD_MAX, encode_frame_to_vec,
 };
 use gamewire_world::{
@@ -433,8 +433,10 @@ impl Net {
 }
 
 impl Outbox for Net {
-    fn send(&mut self, to: Recipients<'_>, player_id: u32, packet: &Packet<'_>) {
+    fn send<P: Encode + ?Sized>(&mut self, to: Recipients<'_>, player_id: u32, packet: &P) {
         let bytes = encode_frame_to_vec(player_id, packet);
+        let (frame, _) = RawFrame::split_from(&bytes).expect("a whole frame");
+        let packet = &frame.packet().unwrap_or_else(|e| panic!("the world sent an invalid frame: {e}"));
         match to {
             Recipients::Sender => self.deliver(self.current, player_id, packet, &bytes),
             Recipients::One(id) => self.deliver(self.conn_of(id), player_id, packet, &bytes),

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use gamewire_proto::{Packet, encode_frame_to_vec};
+use gamewire_proto::{Encode, encode_frame_to_vec};
 use gamewire_world::{Outbox, PlayerId, Recipients};
 
 use crate::conn::Conn;
@@ -39,14 +39,14 @@ impl<'a> NaiveOutbox<'a> {
         }
     }
 
-    fn push(&mut self, conn: &'a Arc<Conn>, player_id: u32, packet: &Packet<'_>) {
+    fn push<P: Encode + ?Sized>(&mut self, conn: &'a Arc<Conn>, player_id: u32, packet: &P) {
         // The naive part: a new allocation and a new encoding for every single recipient.
         self.deliveries.push((conn, encode_frame_to_vec(player_id, packet)));
     }
 }
 
 impl Outbox for NaiveOutbox<'_> {
-    fn send(&mut self, to: Recipients<'_>, player_id: u32, packet: &Packet<'_>) {
+    fn send<P: Encode + ?Sized>(&mut self, to: Recipients<'_>, player_id: u32, packet: &P) {
         let players = self.players;
         match to {
             Recipients::Sender => self.push(self.sender, player_id, packet),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use gamewire_proto::{ErrorCode, Packet, RawFrame, encode_frame, frame_len};
+use gamewire_proto::{Encode, ErrorCode, RawFrame, encode_frame, frame_len};
 use gamewire_world::{Outbox, PlayerId, Recipients, Session, Verdict, World};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -275,7 +275,7 @@ struct Outgoing<'a> {
 impl Outgoing<'_> {
     /// Encodes the frame into the current block (a new one when it is used up) and cuts it off as an
     /// immutable, reference-counted `Bytes`.
-    fn encode(&mut self, player_id: u32, packet: &Packet<'_>) -> Bytes {
+    fn encode<P: Encode + ?Sized>(&mut self, player_id: u32, packet: &P) -> Bytes {
         let len = frame_len(packet);
         if self.encoder.capacity() < len {
             self.encoder.reserve(ENCODE_BLOCK.max(len));
@@ -301,7 +301,7 @@ impl Outgoing<'_> {
 }
 
 impl Outbox for Outgoing<'_> {
-    fn send(&mut self, to: Recipients<'_>, player_id: u32, packet: &Packet<'_>) {
+    fn send<P: Encode + ?Sized>(&mut self, to: Recipients<'_>, player_id: u32, packet: &P) {
         match to {
             Recipients::Sender => {
                 let frame = self.encode(player_id, packet);

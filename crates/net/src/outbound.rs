@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use gamewire_pool::{ChunkMut, Pool, PoolBytes};
-use gamewire_proto::{ErrorCode, Packet, encode_frame, encode_frame_to_vec, frame_len};
+use gamewire_proto::{Encode, encode_frame, encode_frame_to_vec, frame_len};
 use gamewire_world::{Outbox, PlayerId, Recipients};
 
 use crate::send_queue::{ENTRY_BYTES, SendQueue};
@@ -27,7 +27,7 @@ impl FrameWriter {
     /// The frame `player_id` + `packet`, encoded once. Never fails: when the pool is exhausted the frame
     /// goes to the heap (counted), and the event loop stops reading until chunks come back, so that a
     /// frame the world already produced is never dropped.
-    pub(crate) fn encode(&mut self, player_id: u32, packet: &Packet<'_>) -> PoolBytes {
+    pub(crate) fn encode<P: Encode + ?Sized>(&mut self, player_id: u32, packet: &P) -> PoolBytes {
         let len = frame_len(packet);
         if self.current.as_ref().is_none_or(|chunk| chunk.remaining() < len) {
             // Dropping the old chunk releases only the writer's reference: frames carved from it keep
@@ -210,15 +210,10 @@ impl Outbound {
     }
 }
 
-/// Whether `packet` is a fatal ERROR: the one frame that passes a send queue's hard limit.
-pub(crate) fn is_fatal_error(packet: &Packet<'_>) -> bool {
-    matches!(packet, Packet::Error { code, .. } if ErrorCode::from_u32(*code).is_some_and(ErrorCode::is_fatal))
-}
-
 impl Outbox for Outbound {
-    fn send(&mut self, to: Recipients<'_>, player_id: u32, packet: &Packet<'_>) {
+    fn send<P: Encode + ?Sized>(&mut self, to: Recipients<'_>, player_id: u32, packet: &P) {
         // Only a fatal ERROR passes the hard limit: it is the last frame, so the excess is bounded by one.
-        let is_error = is_fatal_error(packet);
+        let is_error = packet.is_fatal();
         match to {
             Recipients::Sender => {
                 let frame = self.writer.encode(player_id, packet);

@@ -18,10 +18,10 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use gamewire_pool::{ChunkMut, Consumer, Pool, PoolBytes, Producer, spsc};
-use gamewire_proto::{ErrorCode, Packet, RawFrame};
+use gamewire_proto::{Encode, ErrorCode, RawFrame};
 use gamewire_world::{Outbox, PlayerId, Recipients, Session, Verdict, World};
 
-use crate::outbound::{FrameWriter, is_fatal_error};
+use crate::outbound::FrameWriter;
 use crate::server::ShutdownState;
 use crate::sys::SWEEP_INTERVAL;
 
@@ -447,8 +447,8 @@ impl WorldOutbox<'_> {
 }
 
 impl Outbox for WorldOutbox<'_> {
-    fn send(&mut self, to: Recipients<'_>, player_id: u32, packet: &Packet<'_>) {
-        let fatal = is_fatal_error(packet);
+    fn send<P: Encode + ?Sized>(&mut self, to: Recipients<'_>, player_id: u32, packet: &P) {
+        let fatal = packet.is_fatal();
         match to {
             Recipients::Sender => {
                 let frame = self.writer.encode(player_id, packet);

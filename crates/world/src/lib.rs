@@ -16,12 +16,14 @@
 #![warn(missing_docs)]
 
 mod config;
+mod game;
 mod geometry;
 mod id;
 mod rate;
 mod world;
 
 pub use config::{Config, ConfigError, MAX_TIMEOUT, Rate, RateLimits};
+pub use game::{Game, Outbox, Recipients, Verdict};
 pub use geometry::Position;
 pub use id::PlayerId;
-pub use world::{MAX_HEIGHT, Outbox, PlayerInfo, Recipients, Session, Verdict, World, error_message};
+pub use world::{MAX_HEIGHT, PlayerInfo, Session, World, error_message};

@@ -3,11 +3,13 @@
 use std::time::{Duration, Instant};
 
 use gamewire_proto::little_endian::{F32, U32, U64};
-use gamewire_proto::{EnterHead, ErrorCode, Hit, Move, NAME_MAX, Packet, PacketKind, RawFrame, Welcome};
+use gamewire_proto::{
+    EnterHead, ErrorCode, Hit, Move, NAME_MAX, Packet, PacketKind, PacketSet, RawFrame, Welcome,
+};
 
 use crate::geometry::{Grid, GridSlot, Position};
 use crate::rate::TokenBucket;
-use crate::{Config, ConfigError, PlayerId};
+use crate::{Config, ConfigError, Game, Outbox, PlayerId, Recipients, Verdict};
 
 /// Largest |y| a position may have.
 pub const MAX_HEIGHT: f32 = 10_000.0;
@@ -21,38 +23,6 @@ const ABUSE_WINDOW: Duration = Duration::from_secs(10);
 /// seconds' worth of the kind's rate. 80 = refused at 8 x the rate for the whole window, i.e. sent at
 /// 9 x the limit or more (protocol.md section 8, interpretation 40).
 const ABUSE_REFUSED_SECONDS: f32 = 80.0;
-
-/// Who a frame goes to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Recipients<'a> {
-    /// The connection whose packet or timeout is being handled: the only way to reach a session before
-    /// its WELCOME.
-    Sender,
-    /// One player.
-    One(PlayerId),
-    /// Several players, each once.
-    Many(&'a [PlayerId]),
-}
-
-/// Where the world puts the frames it produces.
-///
-/// The I/O layer implements it by encoding each frame once into pooled memory and queueing a shared
-/// reference to it for every recipient; tests implement it by recording. The world calls `send` in
-/// the order the frames must be delivered to each recipient.
-pub trait Outbox {
-    /// Queues one frame, header `player_id` and payload `packet`, for `to`.
-    fn send(&mut self, to: Recipients<'_>, player_id: u32, packet: &Packet<'_>);
-}
-
-/// What the I/O layer must do with the connection after a call into the world.
-#[must_use = "a Close verdict means the connection must be flushed and closed"]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Keep serving it.
-    Continue,
-    /// The session is over (a fatal ERROR, if any, is already queued): flush what is queued, then close.
-    Close,
-}
 
 /// The protocol state of one connection, owned by the I/O layer and passed into the world with every
 /// frame.
@@ -708,5 +678,60 @@ pub fn error_message(code: ErrorCode) -> &'static str {
         ErrorCode::SlowConsumer => "send queue over its limit",
         ErrorCode::Timeout => "timed out",
         ErrorCode::ShuttingDown => "server is shutting down",
+    }
+}
+
+/// Protocol v1 as a [`Game`]: the calls forward to [`World`]'s own methods, which the contract in
+/// `docs/protocol.md` describes.
+impl Game for World {
+    type Session = Session;
+    /// Protocol v1 takes no command from the embedding program yet.
+    type Command = std::convert::Infallible;
+
+    fn client_packets(&self) -> PacketSet {
+        PacketSet::V1_FROM_CLIENT
+    }
+
+    fn open(&mut self, now: Instant) -> Session {
+        Session::new(now)
+    }
+
+    fn handle(
+        &mut self,
+        now: Instant,
+        completed_at: Instant,
+        session: &mut Session,
+        frame: RawFrame<'_>,
+        out: &mut impl Outbox,
+    ) -> Verdict {
+        self.handle_completed_at(now, completed_at, session, frame, out)
+    }
+
+    fn deadline(&self, session: &Session) -> Option<Instant> {
+        (!session.is_closed()).then(|| session.deadline(&self.config))
+    }
+
+    fn poll_timeout(&mut self, now: Instant, session: &mut Session, out: &mut impl Outbox) -> Verdict {
+        World::poll_timeout(self, now, session, out)
+    }
+
+    fn fail(&mut self, session: &mut Session, code: ErrorCode, out: &mut impl Outbox) -> Verdict {
+        World::fail(self, session, code, out)
+    }
+
+    fn close(&mut self, session: &mut Session, out: &mut impl Outbox) {
+        World::close(self, session, out);
+    }
+
+    fn player(&self, session: &Session) -> Option<PlayerId> {
+        session.player()
+    }
+
+    fn player_count(&self) -> usize {
+        self.player_count
+    }
+
+    fn command(&mut self, _now: Instant, command: Self::Command, _out: &mut impl Outbox) {
+        match command {}
     }
 }

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use gamewire_proto::{
-    EnterHead, ErrorCode, HEADER_LEN, Hit, Move, Packet, PacketKind, RawFrame, Welcome, encode_frame_to_vec,
+    Encode, EnterHead, ErrorCode, HEADER_LEN, Hit, Move, Packet, PacketKind, RawFrame, Welcome,
+    encode_frame_to_vec,
 };
 use gamewire_world::{Config, Outbox, PlayerId, Position, Recipients, Session, Verdict, World};
 
@@ -338,7 +339,7 @@ impl Net {
 }
 
 impl Outbox for Net {
-    fn send(&mut self, to: Recipients<'_>, player_id: u32, packet: &Packet<'_>) {
+    fn send<P: Encode + ?Sized>(&mut self, to: Recipients<'_>, player_id: u32, packet: &P) {
         let bytes = encode_frame_to_vec(player_id, packet);
         match to {
             Recipients::Sender => self.deliver(self.current, bytes),
