@@ -27,6 +27,7 @@ use socket2::SockRef;
 
 use crate::ServerConfig;
 
+mod echo;
 pub(crate) mod mio;
 pub(crate) mod mio_echo;
 #[cfg(target_os = "linux")]
@@ -47,11 +48,18 @@ pub(crate) const READS_PER_TURN: usize = 16;
 /// Socket options of an accepted game connection: TCP_NODELAY (frames are small and latency matters;
 /// the send queues already batch what can be batched) and the configured send buffer.
 pub(crate) fn configure_accepted(socket: SockRef<'_>, config: &ServerConfig, peer: std::net::SocketAddr) {
+    configure_socket(socket, config.socket_send_buffer, peer);
+}
+
+/// TCP_NODELAY and a send buffer of `send_buffer` bytes (0: the kernel's autotuning), for game and
+/// echo connections alike: an echo peer that stops reading must not park megabytes in the kernel
+/// either.
+pub(crate) fn configure_socket(socket: SockRef<'_>, send_buffer: usize, peer: std::net::SocketAddr) {
     if let Err(error) = socket.set_tcp_nodelay(true) {
         tracing::debug!(%error, %peer, "set_nodelay failed");
     }
-    if config.socket_send_buffer > 0
-        && let Err(error) = socket.set_send_buffer_size(config.socket_send_buffer)
+    if send_buffer > 0
+        && let Err(error) = socket.set_send_buffer_size(send_buffer)
     {
         tracing::debug!(%error, %peer, "setting SO_SNDBUF failed");
     }
