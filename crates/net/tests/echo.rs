@@ -254,3 +254,47 @@ fn a_client_that_never_reads_is_closed_after_the_write_deadline() {
         thread.join().unwrap().unwrap();
     }
 }
+
+/// 300 clients each write 16 KB in one go, all before any reads back, into a server with a 16 MiB pool:
+/// on io_uring its receive ring starts with 32 buffers and grows as they connect (2 per connection, up
+/// to 1,024). Every client gets its bytes back, in order.
+#[test]
+fn hundreds_of_clients_sending_at_once_are_all_echoed() {
+    const CLIENTS: usize = 300;
+    for io in [IoBackend::Mio, IoBackend::Uring] {
+        let config = ServerConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            pool_bytes: 16 << 20,
+            echo: true,
+            io,
+            ..ServerConfig::default()
+        };
+        let server = match Server::bind(config) {
+            Err(ServerError::Io(error)) if error.kind() == ErrorKind::Unsupported => {
+                eprintln!("--- backend {io:?}: SKIPPED, {error}");
+                continue;
+            }
+            bound => bound.expect("bind"),
+        };
+        let addr = server.local_addr();
+        let stop = server.shutdown_handle();
+        let thread = std::thread::spawn(move || server.run());
+        let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let payload = |c: usize| -> Vec<u8> { (0..16_000).map(|i| (i * 31 + c * 7) as u8).collect() };
+        let started = Instant::now();
+        for (c, client) in clients.iter_mut().enumerate() {
+            client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            client.write_all(&payload(c)).unwrap();
+        }
+        for (c, client) in clients.iter_mut().enumerate() {
+            let mut back = vec![0; 16_000];
+            client.read_exact(&mut back).unwrap_or_else(|e| panic!("{io:?}: client {c}: {e}"));
+            assert!(back == payload(c), "{io:?}: client {c}: echoed bytes differ");
+        }
+        eprintln!("{io:?}: {CLIENTS} x 16 KB echoed in {:?}", started.elapsed());
+        drop(clients);
+        stop.shutdown();
+        let stats = thread.join().unwrap().unwrap();
+        assert_eq!(stats.accepted, CLIENTS as u64, "{io:?}");
+    }
+}

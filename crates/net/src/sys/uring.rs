@@ -971,3 +971,75 @@ impl Drop for UringLoop {
         let _ = self.ring.submitter().unregister_buf_ring(BUFFER_GROUP);
     }
 }
+
+#[cfg(test)]
+mod buffer_ring_tests {
+    use gamewire_pool::PoolConfig;
+
+    use super::*;
+
+    #[test]
+    fn the_ring_targets_a_few_buffers_plus_two_per_connection_up_to_its_capacity() {
+        assert_eq!(BufferRing::target_for(0, 1024), 32);
+        assert_eq!(BufferRing::target_for(100, 1024), 232);
+        assert_eq!(BufferRing::target_for(496, 1024), 1024);
+        assert_eq!(BufferRing::target_for(10_000, 1024), 1024);
+        assert_eq!(BufferRing::target_for(0, 16), 16, "never beyond the capacity");
+        assert_eq!(BufferRing::target_for(usize::MAX, 1024), 1024);
+        // The capacity keeps its meaning: `--receive-buffers`, else a quarter of the pool up to 1,024.
+        assert_eq!(BufferRing::size_for(16_384, 0), 1024);
+        assert_eq!(BufferRing::size_for(16_384, 4096), 4096);
+        assert_eq!(BufferRing::size_for(256, 0), 64);
+    }
+
+    #[test]
+    fn the_ring_starts_small_grows_with_the_connections_and_refills_what_was_detached() {
+        let ring = match build_ring() {
+            Ok(ring) => ring,
+            Err(error) => {
+                eprintln!("SKIPPED: {error}");
+                return;
+            }
+        };
+        let pool = Pool::new(PoolConfig { chunk_size: 4096, chunk_count: 4096 }).unwrap();
+        let capacity = BufferRing::size_for(pool.chunk_count(), 0);
+        let mut buffers = BufferRing::new(&ring, Vec::new(), capacity).unwrap();
+        assert_eq!(buffers.top_up(&pool, 0), 32);
+        assert_eq!((buffers.lent(), buffers.in_ring, pool.free_chunks()), (32, 32, 4096 - 32));
+        assert_eq!(buffers.top_up(&pool, 100), 200);
+        assert_eq!(buffers.lent(), 232);
+        assert_eq!(buffers.top_up(&pool, 10), 0, "no smaller than its high-water mark");
+        assert_eq!(buffers.top_up(&pool, 5000), 1024 - 232);
+        assert_eq!(buffers.lent(), capacity);
+
+        // A buffer the kernel filled, handed to a backlog with no chunk in its place: the ring shrinks,
+        // then gets a chunk for the id again.
+        let _ = buffers.take(7, 100);
+        let held = buffers.detach(7, None);
+        assert_eq!((held.filled().len(), buffers.lent(), buffers.in_ring), (100, capacity - 1, capacity - 1));
+        assert_eq!(buffers.top_up(&pool, 5000), 1);
+        assert_eq!((buffers.lent(), buffers.in_ring), (capacity, capacity));
+        drop(held);
+        let _ = ring.submitter().unregister_buf_ring(BUFFER_GROUP);
+    }
+
+    #[test]
+    fn the_ring_does_not_grow_into_a_low_pool() {
+        let ring = match build_ring() {
+            Ok(ring) => ring,
+            Err(error) => {
+                eprintln!("SKIPPED: {error}");
+                return;
+            }
+        };
+        let pool = Pool::new(PoolConfig { chunk_size: 4096, chunk_count: 256 }).unwrap();
+        let mut buffers = BufferRing::new(&ring, Vec::new(), 64).unwrap();
+        assert_eq!(buffers.top_up(&pool, 0), 32);
+        let taken: Vec<_> = std::iter::from_fn(|| pool.try_alloc()).take(256 - 32 - 10).collect();
+        // 10 free: below the pool's reserve (16), which stays for what connections hold.
+        assert_eq!(buffers.top_up(&pool, 100), 0);
+        drop(taken);
+        assert_eq!(buffers.top_up(&pool, 100), 32);
+        let _ = ring.submitter().unregister_buf_ring(BUFFER_GROUP);
+    }
+}
