@@ -20,6 +20,10 @@
 //! 8. with the world on its own thread: ask `Worker::may_wait` before blocking (and `Worker::woke`
 //!    after), `Worker::apply_deliveries` after each batch of events, `Worker::end_turn` at the end of
 //!    every turn, and pause reading while `Worker::reads_blocked`.
+//!
+//! The echo loops (`mio_echo`, `uring_echo`) have no worker; they hold to the limits of [`echo`]
+//! instead: each connection's unsent bytes bounded by its share of the pool, the write deadline, the
+//! idle timeout and the send buffer of game connections.
 
 use std::time::Duration;
 
