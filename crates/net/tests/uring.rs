@@ -240,6 +240,57 @@ fn a_flood_that_empties_the_receive_ring_is_backpressure_not_loss_on(mut config:
     assert_eq!((stats.pressure_cuts, stats.heap_fallbacks), (0, 0), "the pool was exhausted: {stats:?}");
 }
 
+/// 300 clients, scattered (random spawn points, an area of interest of 5 in a 1000 x 1000 world), each
+/// write a burst of 20 PINGs, all in one go, into a server whose receive ring starts with 32 buffers
+/// and grows as they join (2 per connection, up to the 1,024 a 16 MiB pool allows): every client gets
+/// its 20 PONGs, in order, and the pool is never exhausted.
+#[test]
+fn a_receive_ring_that_starts_small_serves_hundreds_that_send_at_once() {
+    for config in uring_configs() {
+        eprintln!("--- zero-copy threshold {}", config.send_zerocopy_threshold);
+        a_receive_ring_that_starts_small_serves_hundreds_that_send_at_once_on(config);
+    }
+}
+
+fn a_receive_ring_that_starts_small_serves_hundreds_that_send_at_once_on(mut config: ServerConfig) {
+    const CLIENTS: usize = 300;
+    const PINGS: usize = 20;
+    config.pool_bytes = 16 << 20;
+    config.world.spawn = None;
+    config.world.aoi_radius = 5.0;
+    let (server, warnings) = start(config);
+    let mut clients: Vec<Client> = (0..CLIENTS).map(|c| server.join(&format!("client{c}"))).collect();
+    let bursts: Vec<Vec<Vec<u8>>> =
+        (0..CLIENTS).map(|c| (0..PINGS).map(|i| ping_payload(c, i)).collect()).collect();
+    let started = Instant::now();
+    for (client, payloads) in clients.iter_mut().zip(&bursts) {
+        let burst: Vec<u8> =
+            payloads.iter().flat_map(|payload| encode_frame_to_vec(0, &Packet::Ping { payload })).collect();
+        client.send_raw(&burst);
+    }
+    for (client, payloads) in clients.iter_mut().zip(&bursts) {
+        for (i, payload) in payloads.iter().enumerate() {
+            // Scattered as they are, a few see one another: ENTERs may come between the PONGs.
+            let id = client.id();
+            let frame = client.recv_until(|frame| frame.kind() == PacketKind::Pong);
+            assert!(
+                frame.is(PacketKind::Pong, id) && frame.payload == *payload,
+                "{client:?}: expected PONG {i} of {PINGS}, got {frame:?}"
+            );
+        }
+    }
+    eprintln!("{} PINGs from {CLIENTS} clients answered in {:?}", CLIENTS * PINGS, started.elapsed());
+    server.shutdown_handle().shutdown();
+    for client in &mut clients {
+        let _ = client.recv_until(|frame| frame.error_code() == Some(ErrorCode::ShuttingDown.code()));
+        client.expect_eof();
+    }
+    drop(clients);
+    let stats = stopped(server, &warnings);
+    assert_eq!(stats.frames_in, (CLIENTS * (PINGS + 1)) as u64, "every HELLO and PING received once");
+    assert_eq!((stats.pressure_cuts, stats.heap_fallbacks), (0, 0), "the pool was exhausted: {stats:?}");
+}
+
 /// How a viewer leaves in the middle of the traffic.
 #[derive(Clone, Copy, Debug)]
 enum Close {

@@ -20,6 +20,10 @@
 //! 8. with the world on its own thread: ask `Worker::may_wait` before blocking (and `Worker::woke`
 //!    after), `Worker::apply_deliveries` after each batch of events, `Worker::end_turn` at the end of
 //!    every turn, and pause reading while `Worker::reads_blocked`.
+//!
+//! The echo loops (`mio_echo`, `uring_echo`) have no worker; they hold to the limits of [`echo`]
+//! instead: each connection's unsent bytes bounded by its share of the pool, the write deadline, the
+//! idle timeout and the send buffer of game connections.
 
 use std::time::Duration;
 
@@ -27,6 +31,7 @@ use socket2::SockRef;
 
 use crate::ServerConfig;
 
+mod echo;
 pub(crate) mod mio;
 pub(crate) mod mio_echo;
 #[cfg(target_os = "linux")]
@@ -47,11 +52,18 @@ pub(crate) const READS_PER_TURN: usize = 16;
 /// Socket options of an accepted game connection: TCP_NODELAY (frames are small and latency matters;
 /// the send queues already batch what can be batched) and the configured send buffer.
 pub(crate) fn configure_accepted(socket: SockRef<'_>, config: &ServerConfig, peer: std::net::SocketAddr) {
+    configure_socket(socket, config.socket_send_buffer, peer);
+}
+
+/// TCP_NODELAY and a send buffer of `send_buffer` bytes (0: the kernel's autotuning), for game and
+/// echo connections alike: an echo peer that stops reading must not park megabytes in the kernel
+/// either.
+pub(crate) fn configure_socket(socket: SockRef<'_>, send_buffer: usize, peer: std::net::SocketAddr) {
     if let Err(error) = socket.set_tcp_nodelay(true) {
         tracing::debug!(%error, %peer, "set_nodelay failed");
     }
-    if config.socket_send_buffer > 0
-        && let Err(error) = socket.set_send_buffer_size(config.socket_send_buffer)
+    if send_buffer > 0
+        && let Err(error) = socket.set_send_buffer_size(send_buffer)
     {
         tracing::debug!(%error, %peer, "setting SO_SNDBUF failed");
     }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-use gamewire_pool::ChunkMut;
+use gamewire_pool::{ChunkMut, Pool};
 use io_uring::types::{BufRingEntry, CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 use socket2::SockRef;
@@ -35,9 +35,15 @@ use crate::worker::{Phase, RunStats, ShutdownStep, Worker, pool_is_low};
 pub(super) const SUBMISSION_ENTRIES: u32 = 4096;
 /// Most receive buffers in the ring (a power of two); fewer when the pool is small.
 pub(super) const MAX_RECEIVE_BUFFERS: usize = 32768;
-/// Receive buffers lent by default: a quarter of the pool, at most this many (4 MiB of 4 KiB chunks;
+/// Most receive buffers lent by default: a quarter of the pool, at most this many (4 MiB of 4 KiB chunks;
 /// 4,096 was measured no better at 2,000 connections, and costs 12 MiB more resident memory).
 const DEFAULT_RECEIVE_BUFFERS: usize = 1024;
+/// Receive buffers lent before any connection is open; the ring grows from there (see
+/// [`BufferRing::target_for`]).
+const RING_BASE_BUFFERS: usize = 32;
+/// Receive buffers lent per open connection: one for a receive that completed and waits to be reaped,
+/// one for the next segment already arriving.
+const RING_BUFFERS_PER_CONNECTION: usize = 2;
 /// The provided-buffer group of the receive ring.
 pub(super) const BUFFER_GROUP: u16 = 0;
 /// Most refused connections held for their linger at once; beyond it the oldest is closed early.
@@ -182,6 +188,10 @@ pub(crate) fn wake(fd: &OwnedFd) -> io::Result<()> {
 }
 
 /// The provided-buffer ring: pool chunks lent to the kernel for multishot receives.
+///
+/// The ring is registered at its full capacity (entries cost 16 bytes) but lent only as many chunks
+/// as the open connections warrant ([`BufferRing::top_up`]): a server with 100 clients does not hold
+/// 4 MiB of receive buffers from the start. It never gives chunks back: it stays at its high-water mark.
 pub(super) struct BufferRing {
     /// Page-aligned array of `entries` ring entries shared with the kernel.
     entries: NonNull<BufRingEntry>,
@@ -189,8 +199,12 @@ pub(super) struct BufferRing {
     mask: u16,
     /// Our producer index: entries before it are published to the kernel.
     tail: u16,
-    /// `chunks[bid]`: the chunk behind buffer id `bid`.
-    chunks: Vec<ChunkMut>,
+    /// `chunks[bid]`: the chunk behind buffer id `bid`; `None` while vacant (its chunk was detached).
+    chunks: Vec<Option<ChunkMut>>,
+    /// Buffer ids whose chunk was detached, lent again first when the ring is topped up.
+    vacant: Vec<u16>,
+    /// Entries registered: the most buffers the ring ever holds.
+    capacity: usize,
     /// Buffers in the kernel's hands (provided and not yet completed).
     pub(super) in_ring: usize,
     /// Buffers consumed while the pool was low, held back until it recovers.
@@ -204,7 +218,8 @@ unsafe impl Send for BufferRing {}
 impl std::fmt::Debug for BufferRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BufferRing")
-            .field("buffers", &self.chunks.len())
+            .field("buffers", &self.lent())
+            .field("capacity", &self.capacity)
             .field("in_ring", &self.in_ring)
             .field("withheld", &self.withheld.len())
             .finish_non_exhaustive()
@@ -212,7 +227,8 @@ impl std::fmt::Debug for BufferRing {
 }
 
 impl BufferRing {
-    /// Registers a ring of `capacity` entries (a power of two) on `ring` and provides every chunk.
+    /// Registers a ring of `capacity` entries (a power of two) on `ring` and provides every chunk
+    /// (more may be lent later with [`Self::top_up`]).
     pub(super) fn new(ring: &IoUring, chunks: Vec<ChunkMut>, capacity: usize) -> io::Result<BufferRing> {
         assert!(capacity.is_power_of_two() && capacity <= 1 << 15 && chunks.len() <= capacity);
         let layout = Layout::from_size_align(capacity * size_of::<BufRingEntry>(), 4096)
@@ -226,7 +242,9 @@ impl BufferRing {
             layout,
             mask: (capacity - 1) as u16,
             tail: 0,
-            chunks,
+            chunks: chunks.into_iter().map(Some).collect(),
+            vacant: Vec::new(),
+            capacity,
             in_ring: 0,
             withheld: Vec::with_capacity(capacity),
         };
@@ -250,7 +268,7 @@ impl BufferRing {
 
     /// Puts buffer `bid` back at the ring's tail (visible to the kernel after [`Self::publish`]).
     pub(super) fn provide(&mut self, bid: u16) {
-        let chunk = &mut self.chunks[usize::from(bid)];
+        let chunk = self.chunks[usize::from(bid)].as_mut().expect("a vacant buffer is never provided");
         chunk.clear();
         let spare = chunk.spare_mut();
         let (addr, len) = (spare.as_mut_ptr() as u64, spare.len() as u32);
@@ -279,7 +297,7 @@ impl BufferRing {
     /// The `len` bytes the kernel received into buffer `bid`, now back in our hands.
     pub(super) fn take(&mut self, bid: u16, len: usize) -> &[u8] {
         self.in_ring -= 1;
-        let chunk = &mut self.chunks[usize::from(bid)];
+        let chunk = self.chunks[usize::from(bid)].as_mut().expect("the kernel selects only lent buffers");
         chunk.clear();
         chunk.advance(len.min(chunk.capacity()));
         chunk.filled()
@@ -287,13 +305,66 @@ impl BufferRing {
 }
 
 impl BufferRing {
-    /// The bytes last taken from buffer `bid` (see [`Self::take`]).
-    pub(super) fn filled(&self, bid: u16) -> &[u8] {
-        self.chunks[usize::from(bid)].filled()
+    /// Chunks lent to the ring (in the kernel's hands or ours): its size now.
+    pub(super) fn lent(&self) -> usize {
+        self.chunks.len() - self.vacant.len()
     }
 
-    /// How many receive buffers a pool of `chunk_count` chunks lends the ring: `wanted` if set, else a
-    /// quarter of the pool up to 1,024; a power of two, at most the kernel's 32,768 and half the pool.
+    /// How many chunks the ring should hold with `connections` open, at most `capacity`: a few for
+    /// an idle server, and two more for each connection, so that all of them can send at once.
+    pub(super) fn target_for(connections: usize, capacity: usize) -> usize {
+        RING_BASE_BUFFERS
+            .saturating_add(connections.saturating_mul(RING_BUFFERS_PER_CONNECTION))
+            .min(capacity)
+    }
+
+    /// Lends the ring chunks from `pool` (vacant buffer ids first, then new ones) until it holds
+    /// [`Self::target_for`] `connections`, and publishes them. Stops early while the pool is low:
+    /// what the connections hold comes first. Call it when a connection is admitted (and, where
+    /// chunks were detached, every turn). Returns how many chunks were added.
+    pub(super) fn top_up(&mut self, pool: &Pool, connections: usize) -> usize {
+        let target = Self::target_for(connections, self.capacity);
+        let mut added = 0;
+        while self.lent() < target && !pool_is_low(pool) {
+            let Some(chunk) = pool.try_alloc() else { break };
+            let bid = match self.vacant.pop() {
+                Some(bid) => {
+                    self.chunks[usize::from(bid)] = Some(chunk);
+                    bid
+                }
+                None => {
+                    self.chunks.push(Some(chunk));
+                    (self.chunks.len() - 1) as u16
+                }
+            };
+            self.provide(bid);
+            added += 1;
+        }
+        if added > 0 {
+            self.publish();
+        }
+        added
+    }
+
+    /// Hands over the chunk of buffer `bid` (just [`taken`](Self::take), so in our hands) with the
+    /// bytes received into it, putting `fresh` in its place (`bid` is then provided again as usual),
+    /// or, without `fresh`, leaving `bid` vacant until [`Self::top_up`] lends it a chunk again: the
+    /// ring shrinks meanwhile, which is backpressure on every receive.
+    pub(super) fn detach(&mut self, bid: u16, fresh: Option<ChunkMut>) -> ChunkMut {
+        let slot = &mut self.chunks[usize::from(bid)];
+        let filled = match fresh {
+            Some(fresh) => slot.replace(fresh),
+            None => {
+                self.vacant.push(bid);
+                slot.take()
+            }
+        };
+        filled.expect("a detached buffer was lent")
+    }
+
+    /// The most receive buffers a pool of `chunk_count` chunks lends the ring (its capacity): `wanted`
+    /// if set, else a quarter of the pool up to 1,024; a power of two, at most the kernel's 32,768 and
+    /// half the pool.
     ///
     /// Every receive takes a whole buffer, however few bytes arrived: with more connections sending
     /// than buffers between two reaps, the ring runs dry and receives must be re-armed (ENOBUFS).
@@ -398,12 +469,11 @@ impl UringLoop {
         wake_fd: RawFd,
     ) -> io::Result<Self> {
         let ring = build_ring()?;
-        let count = BufferRing::size_for(worker.pool.chunk_count(), worker.config.receive_buffers);
-        let chunks = (0..count)
-            .map(|_| worker.pool.try_alloc())
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| io::Error::other("buffer pool has no chunks for the receive ring"))?;
-        let buffers = BufferRing::new(&ring, chunks, count)?;
+        let capacity = BufferRing::size_for(worker.pool.chunk_count(), worker.config.receive_buffers);
+        let mut buffers = BufferRing::new(&ring, Vec::new(), capacity)?;
+        if buffers.top_up(&worker.pool, 0) == 0 {
+            return Err(io::Error::other("buffer pool has no chunks for the receive ring"));
+        }
         let capacity = worker.config.max_connections.min(1 << 16);
         let mut event_loop = UringLoop {
             ring,
@@ -673,6 +743,7 @@ impl UringLoop {
             return;
         }
         let token = self.worker.accept(socket.as_raw_fd(), peer, now);
+        self.buffers.top_up(&self.worker.pool, self.worker.conns.len());
         if self.ops.len() <= token {
             self.ops.resize_with(token + 1, || ConnOps {
                 socket: None,
@@ -928,5 +999,77 @@ impl Drop for UringLoop {
             tracing::warn!(in_flight = self.in_flight, "io_uring operations still in flight at exit");
         }
         let _ = self.ring.submitter().unregister_buf_ring(BUFFER_GROUP);
+    }
+}
+
+#[cfg(test)]
+mod buffer_ring_tests {
+    use gamewire_pool::PoolConfig;
+
+    use super::*;
+
+    #[test]
+    fn the_ring_targets_a_few_buffers_plus_two_per_connection_up_to_its_capacity() {
+        assert_eq!(BufferRing::target_for(0, 1024), 32);
+        assert_eq!(BufferRing::target_for(100, 1024), 232);
+        assert_eq!(BufferRing::target_for(496, 1024), 1024);
+        assert_eq!(BufferRing::target_for(10_000, 1024), 1024);
+        assert_eq!(BufferRing::target_for(0, 16), 16, "never beyond the capacity");
+        assert_eq!(BufferRing::target_for(usize::MAX, 1024), 1024);
+        // The capacity keeps its meaning: `--receive-buffers`, else a quarter of the pool up to 1,024.
+        assert_eq!(BufferRing::size_for(16_384, 0), 1024);
+        assert_eq!(BufferRing::size_for(16_384, 4096), 4096);
+        assert_eq!(BufferRing::size_for(256, 0), 64);
+    }
+
+    #[test]
+    fn the_ring_starts_small_grows_with_the_connections_and_refills_what_was_detached() {
+        let ring = match build_ring() {
+            Ok(ring) => ring,
+            Err(error) => {
+                eprintln!("SKIPPED: {error}");
+                return;
+            }
+        };
+        let pool = Pool::new(PoolConfig { chunk_size: 4096, chunk_count: 4096 }).unwrap();
+        let capacity = BufferRing::size_for(pool.chunk_count(), 0);
+        let mut buffers = BufferRing::new(&ring, Vec::new(), capacity).unwrap();
+        assert_eq!(buffers.top_up(&pool, 0), 32);
+        assert_eq!((buffers.lent(), buffers.in_ring, pool.free_chunks()), (32, 32, 4096 - 32));
+        assert_eq!(buffers.top_up(&pool, 100), 200);
+        assert_eq!(buffers.lent(), 232);
+        assert_eq!(buffers.top_up(&pool, 10), 0, "no smaller than its high-water mark");
+        assert_eq!(buffers.top_up(&pool, 5000), 1024 - 232);
+        assert_eq!(buffers.lent(), capacity);
+
+        // A buffer the kernel filled, handed to a backlog with no chunk in its place: the ring shrinks,
+        // then gets a chunk for the id again.
+        let _ = buffers.take(7, 100);
+        let held = buffers.detach(7, None);
+        assert_eq!((held.filled().len(), buffers.lent(), buffers.in_ring), (100, capacity - 1, capacity - 1));
+        assert_eq!(buffers.top_up(&pool, 5000), 1);
+        assert_eq!((buffers.lent(), buffers.in_ring), (capacity, capacity));
+        drop(held);
+        let _ = ring.submitter().unregister_buf_ring(BUFFER_GROUP);
+    }
+
+    #[test]
+    fn the_ring_does_not_grow_into_a_low_pool() {
+        let ring = match build_ring() {
+            Ok(ring) => ring,
+            Err(error) => {
+                eprintln!("SKIPPED: {error}");
+                return;
+            }
+        };
+        let pool = Pool::new(PoolConfig { chunk_size: 4096, chunk_count: 256 }).unwrap();
+        let mut buffers = BufferRing::new(&ring, Vec::new(), 64).unwrap();
+        assert_eq!(buffers.top_up(&pool, 0), 32);
+        let taken: Vec<_> = std::iter::from_fn(|| pool.try_alloc()).take(256 - 32 - 10).collect();
+        // 10 free: below the pool's reserve (16), which stays for what connections hold.
+        assert_eq!(buffers.top_up(&pool, 100), 0);
+        drop(taken);
+        assert_eq!(buffers.top_up(&pool, 100), 32);
+        let _ = ring.submitter().unregister_buf_ring(BUFFER_GROUP);
     }
 }

@@ -1,9 +1,11 @@
-//! Echo mode on io_uring: every byte received is sent back, unframed, from the very ring buffer the
-//! kernel received it into (no copy); the buffer returns to the ring once its echo completed.
+//! Echo mode on io_uring: every byte received is sent back, unframed, under the limits of `sys::echo`.
+//! A receive's bytes leave the ring at once: copied behind the connection's backlog when they fit in
+//! its tail chunk (small receives share a chunk), else the ring buffer's chunk itself joins the
+//! backlog and a fresh one takes its place. No connection holds ring buffers, so none can starve the
+//! ring for the others.
 
-use std::collections::VecDeque;
 use std::io;
-use std::net::TcpListener;
+use std::net::{Shutdown, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,46 +14,52 @@ use gamewire_pool::Pool;
 use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 use slab::Slab;
+use socket2::SockRef;
 
-use super::ACCEPT_RETRY;
+use super::echo::{Backlog, CloseReason, EchoLimits, EchoTimers};
 use super::uring::{
     BUFFER_GROUP, BufferRing, Op, SUBMISSION_ENTRIES, build_ring, decode_user_data, push_entry, user_data,
 };
+use super::{ACCEPT_RETRY, SWEEP_INTERVAL};
+use crate::ServerConfig;
 use crate::server::ShutdownState;
-use crate::worker::RunStats;
+use crate::worker::{RunStats, pool_is_low};
 
 /// How long the loop waits for cancelled operations to complete when it stops.
 const CANCEL_WAIT: Duration = Duration::from_secs(1);
 
 struct EchoConn {
     socket: OwnedFd,
+    backlog: Backlog,
+    timers: EchoTimers,
     receiving: bool,
+    /// The receive was cancelled (the backlog reached its share) and has not ended yet.
+    receive_stopping: bool,
+    /// A send of the backlog's front is in flight: its bytes stay untouched until it completes.
     sending: bool,
     closing: bool,
     /// End of stream seen: close once everything received was echoed.
     eof: bool,
-    /// The connection failed: close without echoing the rest.
+    /// The connection failed or was closed by the server: close without echoing the rest.
     failed: bool,
-    /// Received buffers waiting to be echoed, oldest first: (buffer id, bytes already sent).
-    pending: VecDeque<(u16, usize)>,
 }
 
 /// The echo event loop on io_uring.
 pub(crate) struct UringEchoLoop {
-    // Field order is drop order: the ring first (see `UringLoop`).
+    // Field order is drop order: the ring first (see `UringLoop`), before the ring buffers and the
+    // backlogs whose memory the kernel may still be reading.
     ring: IoUring,
     buffers: BufferRing,
     listener: TcpListener,
+    pool: Pool,
     conns: Slab<EchoConn>,
     shutdown: Arc<ShutdownState>,
     wake_fd: RawFd,
     wake_buffer: Box<[u8; 8]>,
     in_flight: usize,
-    /// Receives that ended (ring dry, or the per-connection limit) and wait to be re-armed.
+    /// Receives that ended (ring dry, backlog full, pool low) and wait to be re-armed.
     rearm: Vec<usize>,
-    /// Most buffers one connection may hold unsent before its receive stops (so that one peer that
-    /// does not read cannot take the whole ring).
-    max_pending: usize,
+    limits: EchoLimits,
     completions: Vec<(u64, i32, u32)>,
     stats: RunStats,
     /// Connections served at once; more are closed as they come.
@@ -78,23 +86,26 @@ impl UringEchoLoop {
         max_connections: usize,
     ) -> io::Result<Self> {
         let ring = build_ring()?;
-        let count = BufferRing::size_for(pool.chunk_count(), 0);
-        let chunks = (0..count)
-            .map(|_| pool.try_alloc())
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| io::Error::other("buffer pool has no chunks for the receive ring"))?;
-        let buffers = BufferRing::new(&ring, chunks, count)?;
+        let capacity = BufferRing::size_for(pool.chunk_count(), 0);
+        let mut buffers = BufferRing::new(&ring, Vec::new(), capacity)?;
+        if buffers.top_up(pool, 0) == 0 {
+            return Err(io::Error::other("buffer pool has no chunks for the receive ring"));
+        }
+        // The server does not hand its configuration to the echo loops: the default deadlines, send
+        // limits and socket send buffer apply. The ring at full size is not shared out to backlogs.
+        let limits = EchoLimits::new(&ServerConfig::default(), pool, capacity);
         let mut event_loop = UringEchoLoop {
             ring,
             buffers,
             listener,
+            pool: pool.clone(),
             conns: Slab::new(),
             shutdown,
             wake_fd,
             wake_buffer: Box::new([0; 8]),
             in_flight: 0,
             rearm: Vec::new(),
-            max_pending: (count / 8).max(2),
+            limits,
             completions: Vec::with_capacity(SUBMISSION_ENTRIES as usize * 4),
             stats: RunStats::default(),
             max_connections,
@@ -116,8 +127,9 @@ impl UringEchoLoop {
 
     fn push(&mut self, entry: squeue::Entry) {
         self.in_flight += 1;
-        // SAFETY: every buffer an entry points to (ring buffers being echoed, the wake buffer) stays
-        // alive and untouched until the entry's last completion is reaped.
+        // SAFETY: every buffer an entry points to (the backlog bytes being sent, which are only
+        // appended behind and dropped after the send completed; the wake buffer) stays alive and
+        // untouched until the entry's last completion is reaped.
         unsafe { push_entry(&mut self.ring, &entry) }
     }
 
@@ -137,13 +149,17 @@ impl UringEchoLoop {
         self.push(entry);
     }
 
+    /// The chunks each backlog may hold now.
+    fn share(&self) -> usize {
+        self.limits.share(self.conns.len())
+    }
+
     pub(crate) fn run(mut self) -> io::Result<RunStats> {
+        let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
         while self.shutdown.requests() == 0 {
-            let wait = if !self.rearm.is_empty() && self.buffers.in_ring > 0 {
-                Duration::ZERO
-            } else {
-                Duration::from_millis(100)
-            };
+            let can_rearm = !self.rearm.is_empty() && self.buffers.in_ring > 0 && !pool_is_low(&self.pool);
+            let wait =
+                if can_rearm { Duration::ZERO } else { next_sweep.saturating_duration_since(Instant::now()) };
             let timespec = Timespec::from(wait);
             let args = SubmitArgs::new().timespec(&timespec);
             match self.ring.submitter().submit_with_args(1, &args) {
@@ -152,12 +168,13 @@ impl UringEchoLoop {
                     if matches!(error.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
                 Err(error) => return Err(error),
             }
+            let now = Instant::now();
             loop {
                 let mut completions = std::mem::take(&mut self.completions);
                 completions.clear();
                 completions.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
                 for &(data, result, flags) in &completions {
-                    self.complete(data, result, flags);
+                    self.complete(data, result, flags, now);
                 }
                 let drained = completions.is_empty();
                 self.completions = completions;
@@ -166,18 +183,31 @@ impl UringEchoLoop {
                 }
                 let _ = self.ring.submitter().submit();
             }
+            // Buffer ids whose chunk joined a backlog while the pool was low get one again here.
+            self.buffers.top_up(&self.pool, self.conns.len());
             self.buffers.publish();
             if self.buffers.in_ring > 0 {
+                let pool_low = pool_is_low(&self.pool);
+                let share = self.share();
                 let mut rearm = std::mem::take(&mut self.rearm);
-                for &token in &rearm {
-                    let Some(conn) = self.conns.get(token) else { continue };
-                    if !conn.receiving && !conn.closing && !conn.eof && conn.pending.len() < self.max_pending
-                    {
-                        self.arm_receive(token);
+                rearm.retain(|&token| {
+                    let Some(conn) = self.conns.get(token) else { return false };
+                    if conn.receiving || conn.closing || conn.eof || conn.backlog.held() >= share {
+                        // Armed already, or ending; a full backlog is re-armed by the send that
+                        // makes room.
+                        return false;
                     }
-                }
-                rearm.clear();
+                    if pool_low {
+                        return true;
+                    }
+                    self.arm_receive(token);
+                    false
+                });
                 self.rearm = rearm;
+            }
+            if now >= next_sweep {
+                self.sweep(now);
+                next_sweep = now + SWEEP_INTERVAL;
             }
             if self.accept_paused && Instant::now() >= self.accept_retry_at {
                 self.accept_paused = false;
@@ -187,7 +217,7 @@ impl UringEchoLoop {
         Ok(self.stats)
     }
 
-    fn complete(&mut self, data: u64, result: i32, flags: u32) {
+    fn complete(&mut self, data: u64, result: i32, flags: u32, now: Instant) {
         let (op, token) = decode_user_data(data);
         let more = cqueue::more(flags);
         if !more {
@@ -202,7 +232,7 @@ impl UringEchoLoop {
                     if self.conns.len() >= self.max_connections {
                         drop(socket); // Echo mode has no protocol to say SERVER_FULL with.
                     } else {
-                        self.admit(socket);
+                        self.admit(socket, now);
                     }
                 } else {
                     // EMFILE and the like: re-arming at once would fail at once, in a loop. Retried
@@ -219,39 +249,68 @@ impl UringEchoLoop {
                     self.arm_accept();
                 }
             }
-            Some(Op::Receive) => self.received(token, result, flags, more),
-            Some(Op::Send) => self.sent(token, result),
+            Some(Op::Receive) => self.received(token, result, flags, more, now),
+            Some(Op::Send) => self.sent(token, result, now),
             Some(Op::Wake) => self.arm_wake(),
             Some(Op::Cancel) | None => {}
         }
     }
 
-    fn admit(&mut self, socket: OwnedFd) {
-        let _ = socket2::SockRef::from(&socket).set_tcp_nodelay(true);
+    fn admit(&mut self, socket: OwnedFd, now: Instant) {
+        let sock = SockRef::from(&socket);
+        if let Some(peer) = sock.peer_addr().ok().and_then(|addr| addr.as_socket()) {
+            super::configure_socket(sock, self.limits.socket_send_buffer, peer);
+        }
         let token = self.conns.insert(EchoConn {
             socket,
+            backlog: Backlog::default(),
+            timers: EchoTimers::new(now),
             receiving: false,
+            receive_stopping: false,
             sending: false,
             closing: false,
             eof: false,
             failed: false,
-            pending: VecDeque::new(),
         });
+        self.buffers.top_up(&self.pool, self.conns.len());
         self.arm_receive(token);
     }
 
-    fn received(&mut self, token: usize, result: i32, flags: u32, more: bool) {
+    fn received(&mut self, token: usize, result: i32, flags: u32, more: bool, now: Instant) {
+        let share = self.share();
         let conn = &mut self.conns[token];
         if !more {
-            conn.receiving = false;
+            (conn.receiving, conn.receive_stopping) = (false, false);
         }
         if result > 0 {
             let bid = cqueue::buffer_select(flags).expect("a multishot receive always selects a buffer");
-            self.buffers.take(bid, result as usize);
+            let len = result as usize;
+            let bytes = self.buffers.take(bid, len);
+            if conn.closing {
+                // Bytes past the end the server chose: nobody will echo them.
+                self.buffers.provide(bid);
+            } else if conn.backlog.tail_room() >= len {
+                conn.backlog.copy_in(bytes);
+                self.buffers.provide(bid);
+            } else {
+                // The ring's chunk itself joins the backlog; a fresh one takes its place, or, with the
+                // pool low, none does until it recovers (the ring shrinks: backpressure).
+                let fresh = if pool_is_low(&self.pool) { None } else { self.pool.try_alloc() };
+                let replaced = fresh.is_some();
+                conn.backlog.push_chunk(self.buffers.detach(bid, fresh));
+                if replaced {
+                    self.buffers.provide(bid);
+                } else {
+                    self.stats.read_pauses += 1;
+                }
+            }
             self.stats.frames_in += 1;
-            conn.pending.push_back((bid, 0));
-            if conn.pending.len() >= self.max_pending && conn.receiving && !conn.closing {
-                // This peer is not reading its echoes: stop receiving from it until they drain.
+            conn.timers.moved(now);
+            conn.timers.backlog_is(conn.backlog.held(), share, now);
+            if conn.backlog.held() >= share && conn.receiving && !conn.receive_stopping && !conn.closing {
+                // Its backlog holds its share: stop receiving from it until sends make room (its
+                // bytes wait in its socket, its TCP window fills; nobody else's).
+                conn.receive_stopping = true;
                 let cancel =
                     opcode::AsyncCancel2::new(CancelBuilder::user_data(user_data(Op::Receive, token)))
                         .build()
@@ -265,7 +324,7 @@ impl UringEchoLoop {
             (conn.eof, conn.failed) = (true, true);
         }
         let conn = &self.conns[token];
-        if !conn.receiving && !conn.eof && !conn.closing && conn.pending.len() < self.max_pending {
+        if !conn.receiving && !conn.eof && !conn.closing && conn.backlog.held() < share {
             self.rearm.push(token);
         }
         self.close_if_done(token);
@@ -276,8 +335,10 @@ impl UringEchoLoop {
         if conn.sending || conn.closing {
             return;
         }
-        let Some(&(bid, sent)) = conn.pending.front() else { return };
-        let bytes = &self.buffers.filled(bid)[sent..];
+        let bytes = conn.backlog.front_unsent();
+        if bytes.is_empty() {
+            return;
+        }
         let entry = opcode::Send::new(Fd(conn.socket.as_raw_fd()), bytes.as_ptr(), bytes.len() as u32)
             .flags(libc::MSG_NOSIGNAL)
             .build()
@@ -286,32 +347,68 @@ impl UringEchoLoop {
         self.push(entry);
     }
 
-    fn sent(&mut self, token: usize, result: i32) {
+    fn sent(&mut self, token: usize, result: i32, now: Instant) {
+        let share = self.share();
         let conn = &mut self.conns[token];
         conn.sending = false;
         if result < 0 {
             (conn.eof, conn.failed) = (true, true);
-        } else if let Some((bid, sent)) = conn.pending.front_mut() {
-            *sent += result as usize;
-            if *sent >= self.buffers.filled(*bid).len() {
-                let bid = *bid;
-                conn.pending.pop_front();
-                self.buffers.provide(bid);
-                if !conn.receiving && !conn.eof && !conn.closing && conn.pending.len() < self.max_pending / 2
-                {
-                    self.rearm.push(token);
-                }
+        } else {
+            conn.backlog.consume(result as usize);
+            conn.timers.moved(now);
+            conn.timers.backlog_is(conn.backlog.held(), share, now);
+            if !conn.receiving && !conn.eof && !conn.closing && conn.backlog.held() < share {
+                self.rearm.push(token);
             }
             self.send_next(token);
         }
         self.close_if_done(token);
     }
 
+    /// Closes the connections past a deadline or over the hard limit, and, while the pool is low, the
+    /// one holding the most beyond its share.
+    fn sweep(&mut self, now: Instant) {
+        let mut doomed: Vec<(usize, CloseReason)> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| !conn.closing && !conn.failed)
+            .filter_map(|(token, conn)| {
+                conn.timers.verdict(conn.backlog.held(), &self.limits, now).map(|reason| (token, reason))
+            })
+            .collect();
+        if pool_is_low(&self.pool) {
+            let open = self.conns.len();
+            let victim = self
+                .conns
+                .iter()
+                .filter(|(_, conn)| {
+                    let held = conn.backlog.held();
+                    !conn.failed && self.limits.is_pressure_victim(held, conn.timers.full_for(now), open)
+                })
+                .max_by_key(|(_, conn)| conn.backlog.held());
+            if let Some((token, _)) = victim
+                && doomed.iter().all(|(doomed, _)| *doomed != token)
+            {
+                self.stats.pressure_cuts += 1;
+                doomed.push((token, CloseReason::PoolPressure));
+            }
+        }
+        for (token, reason) in doomed {
+            let conn = &mut self.conns[token];
+            tracing::debug!(?reason, held = conn.backlog.held(), "echo connection closed");
+            (conn.eof, conn.failed) = (true, true);
+            // Ends its receive, and a send blocked on a peer that does not read (EPIPE), which a
+            // cancel may not reach.
+            let _ = SockRef::from(&conn.socket).shutdown(Shutdown::Both);
+            self.close_if_done(token);
+        }
+    }
+
     /// Closes `token` once its peer finished and everything it sent was echoed (or failed): cancels
     /// what is still in flight, and drops it when nothing is.
     fn close_if_done(&mut self, token: usize) {
         let conn = &mut self.conns[token];
-        if !conn.eof || (!conn.pending.is_empty() && !conn.failed) {
+        if !conn.eof || (!conn.backlog.is_empty() && !conn.failed) {
             return;
         }
         if conn.receiving || conn.sending {
@@ -325,24 +422,11 @@ impl UringEchoLoop {
             }
             return;
         }
-        let mut conn = self.conns.remove(token);
-        conn.pending.clear_and_return(&mut self.buffers);
+        // Its backlog goes back to the pool with it (no send of it is in flight).
+        self.conns.remove(token);
         if self.accept_paused {
             self.accept_paused = false;
             self.arm_accept();
-        }
-    }
-}
-
-/// Returning a connection's unsent buffers to the ring.
-trait ReturnBuffers {
-    fn clear_and_return(&mut self, buffers: &mut BufferRing);
-}
-
-impl ReturnBuffers for VecDeque<(u16, usize)> {
-    fn clear_and_return(&mut self, buffers: &mut BufferRing) {
-        for (bid, _) in self.drain(..) {
-            buffers.provide(bid);
         }
     }
 }
