@@ -83,8 +83,8 @@ pub(crate) struct ServeArgs {
     /// will sit, then serve.
     #[arg(long)]
     numa: bool,
-    /// With --io uring: pool chunks lent to the kernel for receiving (0: a quarter of the pool, at
-    /// most 1024).
+    /// With --io uring: the most pool chunks lent to the kernel for receiving, as connections come (0:
+    /// a quarter of the pool, at most 1024).
     #[arg(long, default_value_t = 0, value_name = "CHUNKS")]
     receive_buffers: usize,
     /// With --io uring: flushes of at least this many queued bytes use zero-copy sends (0: never).

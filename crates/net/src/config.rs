@@ -74,9 +74,11 @@ pub struct ServerConfig {
     pub reuse_port: bool,
     /// Pin worker `i` to the `i`-th CPU the process may run on (in turn).
     pub pin_workers: bool,
-    /// io_uring only: pool chunks lent to the kernel's provided-buffer ring for receiving (0: a quarter
-    /// of the pool, at most 1,024; never more than half the pool). Each receive takes a whole chunk, so a ring
-    /// smaller than the number of connections that send between two loop turns runs dry.
+    /// io_uring only: the most pool chunks lent to the kernel's provided-buffer ring for receiving (0: a
+    /// quarter of the pool, at most 1,024; never more than half the pool). The ring starts with 32 and
+    /// grows by 2 per connection up to this, so a server with few clients does not hold the rest. Each
+    /// receive takes a whole chunk, so a ring smaller than the number of connections that send between
+    /// two loop turns runs dry.
     pub receive_buffers: usize,
     /// Slots in each ring between a worker and the world thread (rounded up to a power of two). A full
     /// ring is backpressure: what does not fit waits, and the sender takes no new input meanwhile.

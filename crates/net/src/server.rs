@@ -144,6 +144,8 @@ pub struct Server {
     /// Echo mode: connections each echo loop serves at once (they share no state, so each takes its
     /// part of `max_connections`).
     echo_cap: usize,
+    /// The configuration in force (the echo loops read their limits from it).
+    config: ServerConfig,
 }
 
 impl Server {
@@ -234,6 +236,7 @@ impl Server {
             pin: config.pin_workers,
             prefault: config.prefault_pool,
             echo_cap: config.max_connections.div_ceil(config.workers),
+            config,
         })
     }
 
@@ -265,9 +268,9 @@ impl Server {
     ///
     /// An I/O error of an event loop itself (not of a connection: those only close the connection).
     pub fn run(self) -> Result<RunStats, ServerError> {
-        let Server { mut workers, world_thread, shutdown, pin, prefault, echo_cap, .. } = self;
+        let Server { mut workers, world_thread, shutdown, pin, prefault, echo_cap, config, .. } = self;
         let cpus = if pin { crate::topology::current_cpus().unwrap_or_default() } else { Vec::new() };
-        let settings = Arc::new(WorkerSettings { cpus, prefault, shutdown: shutdown.0, echo_cap });
+        let settings = Arc::new(WorkerSettings { cpus, prefault, shutdown: shutdown.0, echo_cap, config });
         let mut stats = if workers.len() == 1 {
             run_worker(0, workers.pop().expect("one worker"), &settings)?
         } else {
@@ -311,6 +314,8 @@ struct WorkerSettings {
     prefault: bool,
     shutdown: Arc<ShutdownState>,
     echo_cap: usize,
+    /// The configuration, for the echo loops (a game loop's worker holds its own).
+    config: ServerConfig,
 }
 
 /// Pins the calling thread (if asked), touches its pool, builds worker `index`'s loop and runs it.
@@ -339,7 +344,7 @@ fn run_worker(index: usize, parts: WorkerParts, settings: &WorkerSettings) -> Re
     Ok(match parts {
         WorkerParts::Mio { poll, listener, pool, worker } => match worker {
             Some(worker) => EventLoop::new(poll, listener, *worker, shutdown)?.run()?,
-            None => EchoLoop::new(poll, listener, pool, shutdown, echo_cap)?.run()?,
+            None => EchoLoop::new(poll, listener, pool, &settings.config, shutdown, echo_cap)?.run()?,
         },
         #[cfg(target_os = "linux")]
         WorkerParts::Uring { listener, pool, worker } => {
@@ -352,10 +357,15 @@ fn run_worker(index: usize, parts: WorkerParts, settings: &WorkerSettings) -> Re
                 Some(worker) => {
                     crate::sys::uring::UringLoop::new(listener, *worker, shutdown, wake_fd)?.run()?
                 }
-                None => {
-                    crate::sys::uring_echo::UringEchoLoop::new(listener, &pool, shutdown, wake_fd, echo_cap)?
-                        .run()?
-                }
+                None => crate::sys::uring_echo::UringEchoLoop::new(
+                    listener,
+                    &pool,
+                    &settings.config,
+                    shutdown,
+                    wake_fd,
+                    echo_cap,
+                )?
+                .run()?,
             }
         }
     })

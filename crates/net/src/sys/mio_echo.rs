@@ -65,13 +65,12 @@ impl EchoLoop {
         poll: Poll,
         mut listener: TcpListener,
         pool: Pool,
+        config: &ServerConfig,
         shutdown: Arc<ShutdownState>,
         max_connections: usize,
     ) -> io::Result<Self> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        // The server does not hand its configuration to the echo loops: the default deadlines, send
-        // limits and socket send buffer apply.
-        let limits = EchoLimits::new(&ServerConfig::default(), &pool, 0);
+        let limits = EchoLimits::new(config, &pool, 0);
         Ok(EchoLoop {
             poll,
             listener,

@@ -590,6 +590,8 @@ impl UringLoop {
             }
             if now >= next_sweep {
                 self.worker.sweep(now);
+                // The ring grows at admit, except while the pool was low then: catch up here.
+                self.buffers.top_up(&self.worker.pool, self.worker.conns.len());
                 // Memory pressure proper (not a backlog towards the world thread, which resolves
                 // itself): cut the largest backlog.
                 if self.worker.under_memory_pressure() {

@@ -81,19 +81,19 @@ impl UringEchoLoop {
     pub(crate) fn new(
         listener: TcpListener,
         pool: &Pool,
+        config: &ServerConfig,
         shutdown: Arc<ShutdownState>,
         wake_fd: RawFd,
         max_connections: usize,
     ) -> io::Result<Self> {
         let ring = build_ring()?;
-        let capacity = BufferRing::size_for(pool.chunk_count(), 0);
+        let capacity = BufferRing::size_for(pool.chunk_count(), config.receive_buffers);
         let mut buffers = BufferRing::new(&ring, Vec::new(), capacity)?;
         if buffers.top_up(pool, 0) == 0 {
             return Err(io::Error::other("buffer pool has no chunks for the receive ring"));
         }
-        // The server does not hand its configuration to the echo loops: the default deadlines, send
-        // limits and socket send buffer apply. The ring at full size is not shared out to backlogs.
-        let limits = EchoLimits::new(&ServerConfig::default(), pool, capacity);
+        // The ring at full size is not shared out to backlogs.
+        let limits = EchoLimits::new(config, pool, capacity);
         let mut event_loop = UringEchoLoop {
             ring,
             buffers,
