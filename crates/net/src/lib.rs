@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod game;
 mod outbound;
 mod send_queue;
 mod server;
@@ -21,5 +22,6 @@ mod worker;
 mod world_thread;
 
 pub use config::{ConfigError, IoBackend, MAX_WORKERS, MIN_MAX_PAYLOAD, ServerConfig};
+pub use game::ServerHandle;
 pub use server::{Server, ServerError, ShutdownHandle};
 pub use worker::RunStats;

@@ -10,6 +10,9 @@ use gamewire_world::{Outbox, PlayerId, Recipients};
 
 use crate::send_queue::{ENTRY_BYTES, SendQueue};
 
+/// [`Outbound::sender`] while the game runs a tick or a command: there is no sender.
+pub(crate) const NO_SENDER: usize = usize::MAX;
+
 /// Encodes frames into pool chunks, many small frames carved one after another from the same chunk.
 #[derive(Debug)]
 pub(crate) struct FrameWriter {
@@ -216,6 +219,9 @@ impl Outbox for Outbound {
         let is_error = packet.is_fatal();
         match to {
             Recipients::Sender => {
+                if self.sender == NO_SENDER {
+                    return; // A tick or a command: no connection is being handled.
+                }
                 let frame = self.writer.encode(player_id, packet);
                 self.deliver(self.sender, &frame, is_error);
             }

@@ -207,6 +207,9 @@ impl SendQueue {
     /// Stops counting `frame` (leaving the queue with `unwritten` of its bytes unsent): an own chunk
     /// none of whose frames is queued any more goes back to the pool, unless it is the open one.
     fn forget(&mut self, frame: &PoolBytes, unwritten: usize) {
+        if self.own.is_empty() {
+            return; // The common case, a client keeping up: nothing of its own to count.
+        }
         let Some(index) = self.own_index(frame) else { return };
         self.own_bytes -= unwritten;
         self.own[index].frames -= 1;
@@ -403,7 +406,7 @@ impl SendQueue {
             let front = self.frames.front().expect("written bytes were queued");
             let rest = front.len() - self.front_written;
             if written < rest {
-                if self.own_index(front).is_some() {
+                if !self.own.is_empty() && self.own_index(front).is_some() {
                     self.own_bytes -= written;
                 }
                 self.front_written += written;

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use gamewire_pool::{Pool, PoolConfig, PoolError};
-use gamewire_world::World;
+use gamewire_world::{Game, World};
 use mio::{Poll, Waker};
 
+use crate::game::{GameWaker, ServerHandle};
 use crate::sys::mio::{EventLoop, WAKER_TOKEN};
 use crate::sys::mio_echo::EchoLoop;
 use crate::worker::{Places, RunStats, Worker, WorldLink};
@@ -133,8 +134,8 @@ impl ShutdownHandle {
 /// # Ok::<(), gamewire_net::ServerError>(())
 /// ```
 #[derive(Debug)]
-pub struct Server {
-    workers: Vec<WorkerParts>,
+pub struct Server<G: Game = World> {
+    workers: Vec<WorkerParts<G>>,
     world_thread: Option<std::thread::JoinHandle<u64>>,
     local_addr: SocketAddr,
     shutdown: ShutdownHandle,
@@ -146,23 +147,40 @@ pub struct Server {
     echo_cap: usize,
     /// The configuration in force (the echo loops read their limits from it).
     config: ServerConfig,
+    /// The embedding program's way in.
+    handle: ServerHandle<G>,
 }
 
-impl Server {
-    /// Validates `config`, maps the buffer pools, builds the world, binds the listeners and (with
-    /// several workers) starts the world thread.
+impl Server<World> {
+    /// A server of protocol v1 ([`World`], with `config.world`'s rules): see [`Server::with_game`].
     ///
     /// # Errors
     ///
     /// [`ServerError`] if the configuration is invalid, a pool cannot be mapped or the address cannot
     /// be bound.
-    pub fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+    pub fn bind(config: ServerConfig) -> Result<Server<World>, ServerError> {
         config.validate()?;
+        let world = World::new(config.world.clone()).map_err(ConfigError::from)?;
+        Server::with_game(config, world)
+    }
+}
+
+impl<G: Game> Server<G> {
+    /// Validates `config`, maps the buffer pools, binds the listeners and (with several workers) starts
+    /// the thread that runs `game`; with one worker the game runs inside it. (`config.world` is
+    /// protocol v1's and is not read here.)
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError`] if the configuration is invalid, a pool cannot be mapped or the address cannot
+    /// be bound.
+    pub fn with_game(config: ServerConfig, game: G) -> Result<Server<G>, ServerError> {
+        config.validate()?;
+        let client_packets = game.client_packets();
         let count = config.workers;
         let new_pool =
             || Pool::new(PoolConfig { chunk_size: config.chunk_size, chunk_count: config.chunk_count() });
         let pools = (0..count).map(|_| new_pool()).collect::<Result<Vec<_>, _>>()?;
-        let world = World::new(config.world.clone()).map_err(ConfigError::from)?;
         let backend = choose_backend(&config)?;
         let listeners = bind_listeners(config.addr, count, config.reuse_port)
             .map_err(|error| ServerError::Bind { addr: config.addr, error })?;
@@ -186,21 +204,19 @@ impl Server {
         let now = Instant::now();
         // The world: inside the one worker, or on its own thread with its own pool for the frames it
         // encodes. None in echo mode.
-        let (links, world_thread): (Vec<(WorldLink, Pool)>, _) = if config.echo {
-            (Vec::new(), None)
+        let (links, world_thread, handle): (Vec<(WorldLink<G>, Pool)>, _, _) = if config.echo {
+            // No game runs: its handle's commands go nowhere.
+            let (_, handle) = crate::game::channel(GameWaker::Worker(shutdown.0.clone()));
+            (Vec::new(), None, handle)
         } else if count == 1 {
-            (vec![(WorldLink::Inline(world), pools[0].clone())], None)
+            let (inbox, handle) = crate::game::channel(GameWaker::Worker(shutdown.0.clone()));
+            (vec![(WorldLink::Inline(game, inbox), pools[0].clone())], None, handle)
         } else {
             let world_pool = new_pool()?;
-            let (remotes, handle) = world_thread::start(
-                world,
-                world_pool.clone(),
-                &pools,
-                config.ring_slots,
-                shutdown.0.clone(),
-            )?;
+            let (remotes, thread, handle) =
+                world_thread::start(game, world_pool.clone(), &pools, config.ring_slots, shutdown.0.clone())?;
             let links = remotes.into_iter().map(|remote| (WorldLink::Remote(remote), world_pool.clone()));
-            (links.collect(), Some(handle))
+            (links.collect(), Some(thread), handle)
         };
         let mut links = links.into_iter();
         let mut polls = polls.into_iter();
@@ -213,15 +229,17 @@ impl Server {
                 IoBackend::Uring => {
                     // Blocking descriptors: io_uring waits inside the kernel, never in this thread.
                     listener.set_nonblocking(false)?;
-                    let worker = link
-                        .map(|(link, frame_pool)| new_worker(&config, link, &pool, frame_pool, &open, now));
+                    let worker = link.map(|(link, frame_pool)| {
+                        new_worker(&config, link, client_packets, &pool, frame_pool, &open, now)
+                    });
                     WorkerParts::Uring { listener: listener.into(), pool, worker }
                 }
                 _ => {
                     let listener = mio::net::TcpListener::from_std(listener.into());
                     let poll = polls.next().expect("one poll per worker");
-                    let worker = link
-                        .map(|(link, frame_pool)| new_worker(&config, link, &pool, frame_pool, &open, now));
+                    let worker = link.map(|(link, frame_pool)| {
+                        new_worker(&config, link, client_packets, &pool, frame_pool, &open, now)
+                    });
                     WorkerParts::Mio { poll, listener, pool, worker }
                 }
             };
@@ -237,6 +255,7 @@ impl Server {
             prefault: config.prefault_pool,
             echo_cap: config.max_connections.div_ceil(config.workers),
             config,
+            handle,
         })
     }
 
@@ -253,6 +272,11 @@ impl Server {
     /// A handle that stops [`Server::run`].
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
+    }
+
+    /// A handle that sends the game commands and reads live counts, from any thread.
+    pub fn handle(&self) -> ServerHandle<G> {
+        self.handle.clone()
     }
 
     /// The number of workers (event loops).
@@ -319,7 +343,11 @@ struct WorkerSettings {
 }
 
 /// Pins the calling thread (if asked), touches its pool, builds worker `index`'s loop and runs it.
-fn run_worker(index: usize, parts: WorkerParts, settings: &WorkerSettings) -> Result<RunStats, ServerError> {
+fn run_worker<G: Game>(
+    index: usize,
+    parts: WorkerParts<G>,
+    settings: &WorkerSettings,
+) -> Result<RunStats, ServerError> {
     if !settings.cpus.is_empty() {
         let cpu = settings.cpus[index % settings.cpus.len()];
         match crate::topology::pin_current_thread(cpu) {
@@ -372,28 +400,37 @@ fn run_worker(index: usize, parts: WorkerParts, settings: &WorkerSettings) -> Re
 }
 
 /// A worker for a game loop (boxed: it is large and moves to its thread).
-fn new_worker<S>(
+fn new_worker<S, G: Game>(
     config: &ServerConfig,
-    link: WorldLink,
+    link: WorldLink<G>,
+    client_packets: gamewire_proto::PacketSet,
     pool: &Pool,
     frame_pool: Pool,
     places: &Arc<Places>,
     now: Instant,
-) -> Box<Worker<S>> {
-    Box::new(Worker::new(config.clone(), link, pool.clone(), frame_pool, Arc::clone(places), now))
+) -> Box<Worker<S, G>> {
+    Box::new(Worker::new(
+        config.clone(),
+        link,
+        client_packets,
+        pool.clone(),
+        frame_pool,
+        Arc::clone(places),
+        now,
+    ))
 }
 
 /// One worker's parts before its loop runs (no worker in echo mode).
 #[derive(Debug)]
-enum WorkerParts {
+enum WorkerParts<G: Game> {
     Mio {
         poll: Poll,
         listener: mio::net::TcpListener,
         pool: Pool,
-        worker: Option<Box<Worker<mio::net::TcpStream>>>,
+        worker: Option<Box<Worker<mio::net::TcpStream, G>>>,
     },
     #[cfg(target_os = "linux")]
-    Uring { listener: std::net::TcpListener, pool: Pool, worker: Option<Box<Worker<std::os::fd::RawFd>>> },
+    Uring { listener: std::net::TcpListener, pool: Pool, worker: Option<Box<Worker<std::os::fd::RawFd, G>>> },
 }
 
 /// Resolves `config.io` to the backend that will run, logging the choice of `Auto` and why.

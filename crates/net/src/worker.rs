@@ -8,12 +8,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use gamewire_pool::Pool;
-use gamewire_proto::{Direction, ErrorCode, FrameDecoder, Packet, PacketKind, encode_frame_to_vec};
-use gamewire_world::{PlayerId, Session, Verdict, World, error_message};
+use gamewire_proto::{Direction, ErrorCode, FrameDecoder, Packet, PacketSet, encode_frame_to_vec};
+use gamewire_world::{Game, PlayerId, Verdict, error_message};
 use slab::Slab;
 
 use crate::ServerConfig;
-use crate::outbound::Outbound;
+use crate::game::{GameInbox, handle_frame};
+use crate::outbound::{NO_SENDER, Outbound};
 use crate::send_queue::SendQueue;
 use crate::world_thread::{Command, ConnId, Delivery, RemoteWorld};
 
@@ -28,11 +29,12 @@ pub(crate) struct Places {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
-/// Where the world runs for a worker.
+/// Where the game runs for a worker.
 #[derive(Debug)]
-pub(crate) enum WorldLink {
-    /// In the worker itself (one worker): a frame is handled during the read that completed it.
-    Inline(World),
+pub(crate) enum WorldLink<G: Game> {
+    /// In the worker itself (one worker): a frame is handled during the read that completed it; the
+    /// embedding program's commands and the tick run between loop turns.
+    Inline(G, GameInbox<G>),
     /// On the world thread (several workers): frames go there as commands, frames come back as
     /// deliveries.
     Remote(RemoteWorld),
@@ -55,16 +57,17 @@ pub(crate) enum Phase {
     },
 }
 
-/// One client connection. `S` is the backend's socket.
+/// One client connection. `S` is the backend's socket, `X` the game's session.
 #[derive(Debug)]
-pub(crate) struct Conn<S> {
+pub(crate) struct Conn<S, X> {
     pub(crate) socket: S,
     pub(crate) peer: SocketAddr,
     pub(crate) phase: Phase,
     /// Whether the backend currently asks for write readiness.
     pub(crate) wants_writable: bool,
     decoder: FrameDecoder,
-    session: Session,
+    /// The game's state of the connection (with the world on its own thread, kept there instead).
+    session: Option<X>,
     /// The player whose frames are routed to this connection, once WELCOMEd.
     player: Option<PlayerId>,
     /// Since when the decoder holds an unfinished frame.
@@ -85,7 +88,7 @@ pub(crate) struct Conn<S> {
     unread_since: Option<Instant>,
 }
 
-impl<S> Conn<S> {
+impl<S, X> Conn<S, X> {
     fn id(&self, token: usize) -> ConnId {
         ConnId { token: token as u32, generation: self.generation }
     }
@@ -138,6 +141,17 @@ pub(crate) fn pool_is_low(pool: &Pool) -> bool {
     pool.free_chunks() < pool_reserve(pool)
 }
 
+/// What the sweep does about a connection whose time is up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expiry {
+    /// End the session with this fatal ERROR (a frame left unfinished, a slow consumer).
+    Fail(ErrorCode),
+    /// The game's deadline passed: [`Game::poll_timeout`].
+    Session,
+    /// A draining connection's time is over: drop it.
+    Drop,
+}
+
 /// What a loop does about shutdown requests this turn (see [`Worker::shutdown_step`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ShutdownStep {
@@ -151,10 +165,12 @@ pub(crate) enum ShutdownStep {
 
 /// The backend-independent state of one event loop.
 #[derive(Debug)]
-pub(crate) struct Worker<S> {
-    pub(crate) conns: Slab<Conn<S>>,
+pub(crate) struct Worker<S, G: Game> {
+    pub(crate) conns: Slab<Conn<S, G::Session>>,
     pub(crate) out: Outbound,
-    world: WorldLink,
+    world: WorldLink<G>,
+    /// The packet ids the game accepts from clients; the decoder refuses any other.
+    client_packets: PacketSet,
     /// Where outgoing frames are encoded: this worker's pool, or the world thread's.
     frame_pool: Pool,
     /// `generations[token]`: connections accepted on that token so far.
@@ -166,17 +182,19 @@ pub(crate) struct Worker<S> {
     pub(crate) pool: Pool,
     /// Tokens the backend must deregister and drop.
     closed: Vec<usize>,
-    /// Scratch list of the sweep: (token, the ERROR to fail it with, or `None` to just drop it).
-    expired: Vec<(usize, Option<ErrorCode>)>,
+    /// Scratch list of the sweep: the connections whose time is up, and what is done about it.
+    expired: Vec<(usize, Expiry)>,
     server_full_frame: Vec<u8>,
     pub(crate) stats: RunStats,
 }
 
-impl<S> Worker<S> {
-    /// A worker whose frames are encoded into `frame_pool` (its own `pool` with an inline world).
+impl<S, G: Game> Worker<S, G> {
+    /// A worker whose frames are encoded into `frame_pool` (its own `pool` with an inline world), for
+    /// a game whose clients send `client_packets`.
     pub(crate) fn new(
         config: ServerConfig,
-        world: WorldLink,
+        world: WorldLink<G>,
+        client_packets: PacketSet,
         pool: Pool,
         frame_pool: Pool,
         places: Arc<Places>,
@@ -193,6 +211,7 @@ impl<S> Worker<S> {
             conns: Slab::with_capacity(config.max_connections.min(1 << 16)),
             out: Outbound::new(frame_pool.clone(), config.send_soft_limit, config.send_hard_limit, now),
             world,
+            client_packets,
             frame_pool,
             generations: Vec::new(),
             places,
@@ -237,7 +256,12 @@ impl<S> Worker<S> {
     /// Adds an accepted connection and returns its token.
     pub(crate) fn accept(&mut self, socket: S, peer: SocketAddr, now: Instant) -> usize {
         self.stats.accepted += 1;
-        let decoder = FrameDecoder::new(Direction::ToServer, self.config.max_payload);
+        let decoder =
+            FrameDecoder::with_packets(Direction::ToServer, self.client_packets, self.config.max_payload);
+        let session = match &mut self.world {
+            WorldLink::Inline(game, _) => Some(game.open(now)),
+            WorldLink::Remote(_) => None,
+        };
         let entry = self.conns.vacant_entry();
         let token = entry.key();
         if self.generations.len() <= token {
@@ -251,7 +275,7 @@ impl<S> Worker<S> {
             phase: Phase::Open,
             wants_writable: false,
             decoder,
-            session: Session::new(now),
+            session,
             player: None,
             partial_since: None,
             generation,
@@ -298,7 +322,8 @@ impl<S> Worker<S> {
         let mut completed = 0;
         let mut failed = None;
         let verdict = match world {
-            WorldLink::Inline(world) => {
+            WorldLink::Inline(game, _) => {
+                let Some(session) = &mut conn.session else { return };
                 out.sender = token;
                 out.now = now;
                 loop {
@@ -306,15 +331,14 @@ impl<S> Worker<S> {
                         Ok(Some(frame)) => {
                             stats.frames_in += 1;
                             completed += 1;
-                            let verdict =
-                                world.handle_completed_at(now, completed_at, &mut conn.session, frame, out);
+                            let verdict = handle_frame(game, now, completed_at, session, frame, out);
                             if verdict == Verdict::Close {
                                 break Verdict::Close;
                             }
                             // Route frames addressed to the player by id from its WELCOME on: the next
                             // frame in this same read (a MOVE right behind the HELLO) already needs it.
                             if conn.player.is_none()
-                                && let Some(id) = conn.session.player()
+                                && let Some(id) = game.player(session)
                             {
                                 conn.player = Some(id);
                                 // Nothing is buffered past the HELLO yet: the frames behind it are
@@ -324,7 +348,7 @@ impl<S> Worker<S> {
                             }
                         }
                         Ok(None) => break Verdict::Continue,
-                        Err(error) => break world.fail(&mut conn.session, error.error_code(), out),
+                        Err(error) => break game.fail(session, error.error_code(), out),
                     }
                 }
             }
@@ -335,13 +359,13 @@ impl<S> Worker<S> {
                         Ok(Some(frame)) => {
                             stats.frames_in += 1;
                             completed += 1;
-                            let is_hello = frame.packet_id() == PacketKind::Hello as u32;
                             let copy = remote.copy_frame(frame);
                             remote.send(Command::Frame(id, copy, completed_at));
-                            if is_hello && !conn.bound {
-                                // The world thread assigns the id; until `Delivery::Bound` brings it
-                                // here, header ids are left to `World::handle`, which checks them
-                                // against the id just assigned, as one worker does at header time.
+                            if !conn.bound {
+                                // This frame may give the session a player (a HELLO) on the world
+                                // thread; until `Delivery::Bound` brings its id here, header ids are
+                                // checked there once each frame is complete (`handle_frame`), against
+                                // the id just assigned, as one worker does at header time.
                                 conn.decoder.skip_player_id_check();
                             }
                         }
@@ -362,6 +386,7 @@ impl<S> Worker<S> {
             (true, _) => Some(now),
         };
         if verdict == Verdict::Close {
+            conn.session = None; // The game is done with it.
             self.begin_drain(token, now);
         }
         if let Some(code) = failed {
@@ -377,10 +402,12 @@ impl<S> Worker<S> {
             return;
         }
         match world {
-            WorldLink::Inline(world) => {
+            WorldLink::Inline(game, _) => {
                 out.sender = token;
                 out.now = now;
-                let _ = world.fail(&mut conn.session, code, out);
+                if let Some(mut session) = conn.session.take() {
+                    let _ = game.fail(&mut session, code, out);
+                }
                 self.begin_drain(token, now);
             }
             WorldLink::Remote(remote) => {
@@ -388,6 +415,29 @@ impl<S> Worker<S> {
                 conn.end_requested = true;
                 remote.send(Command::Fail(conn.id(token), code));
             }
+        }
+    }
+
+    /// The game's deadline for `token`'s session passed (one worker): [`Game::poll_timeout`].
+    fn poll_timeout(&mut self, token: usize, now: Instant) {
+        let Worker { conns, out, world, .. } = self;
+        let (Some(conn), WorldLink::Inline(game, _)) = (conns.get_mut(token), world) else { return };
+        let Some(session) = &mut conn.session else { return };
+        out.sender = token;
+        out.now = now;
+        if game.poll_timeout(now, session, out) == Verdict::Close {
+            conn.session = None;
+            self.begin_drain(token, now);
+        }
+    }
+
+    /// Runs what the game has due besides frames (one worker): the embedding program's commands and
+    /// the tick. Called by the backend once per loop turn, after its events.
+    pub(crate) fn run_game(&mut self, now: Instant) {
+        if let WorldLink::Inline(game, inbox) = &mut self.world {
+            self.out.sender = NO_SENDER;
+            self.out.now = now;
+            inbox.run(game, now, &mut self.out);
         }
     }
 
@@ -410,10 +460,12 @@ impl<S> Worker<S> {
             out.unbind(id);
         }
         match world {
-            WorldLink::Inline(world) => {
-                out.sender = token;
-                out.now = now;
-                world.close(&mut conn.session, out);
+            WorldLink::Inline(game, _) => {
+                if let Some(mut session) = conn.session.take() {
+                    out.sender = token;
+                    out.now = now;
+                    game.close(&mut session, out);
+                }
             }
             WorldLink::Remote(remote) => {
                 if !conn.closed_sent {
@@ -435,7 +487,7 @@ impl<S> Worker<S> {
         loop {
             let delivery = match &mut self.world {
                 WorldLink::Remote(remote) => remote.next_delivery(),
-                WorldLink::Inline(_) => None,
+                WorldLink::Inline(..) => None,
             };
             let Some(delivery) = delivery else { return };
             match delivery {
@@ -498,7 +550,7 @@ impl<S> Worker<S> {
     pub(crate) fn may_wait(&self) -> bool {
         match &self.world {
             WorldLink::Remote(remote) => remote.may_wait(),
-            WorldLink::Inline(_) => true,
+            WorldLink::Inline(..) => true,
         }
     }
 
@@ -514,7 +566,7 @@ impl<S> Worker<S> {
     pub(crate) fn reads_blocked(&self) -> bool {
         match &self.world {
             WorldLink::Remote(remote) => remote.is_backlogged() || self.frame_pool_is_low(),
-            WorldLink::Inline(_) => false,
+            WorldLink::Inline(..) => false,
         }
     }
 
@@ -530,12 +582,17 @@ impl<S> Worker<S> {
         pool_is_low(&self.pool) || self.frame_pool_is_low()
     }
 
-    /// When the loop must wake at the latest: the next sweep, or the next flush falling due.
+    /// When the loop must wake at the latest: the next sweep, the next flush falling due, or the
+    /// game's next tick (one worker).
     pub(crate) fn wake_at(&self, next_sweep: Instant) -> Instant {
-        match self.out.next_flush_due(self.config.flush_interval) {
-            Some(due) => next_sweep.min(due),
-            None => next_sweep,
-        }
+        let tick = match &self.world {
+            WorldLink::Inline(_, inbox) => inbox.next_tick(),
+            WorldLink::Remote(_) => None,
+        };
+        [self.out.next_flush_due(self.config.flush_interval), tick]
+            .into_iter()
+            .flatten()
+            .fold(next_sweep, Instant::min)
     }
 
     /// Cuts off every client whose queue went over the hard limit. Cutting one off sends LEAVE to its
@@ -567,7 +624,7 @@ impl<S> Worker<S> {
             let code = match conn.phase {
                 Phase::Draining { deadline, .. } => {
                     if now >= deadline {
-                        expired.push((token, None));
+                        expired.push((token, Expiry::Drop));
                     }
                     continue;
                 }
@@ -577,11 +634,18 @@ impl<S> Worker<S> {
                         .partial_since
                         .is_some_and(|since| now.saturating_duration_since(since) >= partial_timeout);
                     let session_expired = match &self.world {
-                        WorldLink::Inline(world) => now >= conn.session.deadline(world.config()),
+                        WorldLink::Inline(game, _) => conn
+                            .session
+                            .as_ref()
+                            .and_then(|session| game.deadline(session))
+                            .is_some_and(|deadline| now >= deadline),
                         // The world thread sees these pass and asks (`Delivery::Expired`).
                         WorldLink::Remote(_) => false,
                     };
-                    if conn.unread_since.is_none() && (session_expired || partial_expired) {
+                    if conn.unread_since.is_none() && session_expired {
+                        expired.push((token, Expiry::Session));
+                        continue;
+                    } else if conn.unread_since.is_none() && partial_expired {
                         ErrorCode::Timeout
                     } else if self.out.queues[token]
                         .over_soft_since()
@@ -593,17 +657,18 @@ impl<S> Worker<S> {
                     }
                 }
             };
-            expired.push((token, Some(code)));
+            expired.push((token, Expiry::Fail(code)));
         }
-        for &(token, code) in &expired {
-            match code {
-                Some(code) => {
+        for &(token, expiry) in &expired {
+            match expiry {
+                Expiry::Fail(code) => {
                     if code == ErrorCode::SlowConsumer {
                         self.out.discard_unstarted(token);
                     }
                     self.fail(token, code, now);
                 }
-                None => self.peer_closed(token, now),
+                Expiry::Session => self.poll_timeout(token, now),
+                Expiry::Drop => self.peer_closed(token, now),
             }
         }
         self.expired = expired;
@@ -695,7 +760,7 @@ impl<S> Worker<S> {
     }
 
     /// Removes a closed connection and returns it for the backend to deregister.
-    pub(crate) fn remove(&mut self, token: usize) -> Conn<S> {
+    pub(crate) fn remove(&mut self, token: usize) -> Conn<S, G::Session> {
         self.places.open.fetch_sub(1, Ordering::Relaxed);
         self.out.queues[token] = SendQueue::default();
         let conn = self.conns.remove(token);
@@ -714,7 +779,10 @@ impl<S> Worker<S> {
     }
 
     /// The connection and its send queue, for the backend's flush.
-    pub(crate) fn conn_and_queue(&mut self, token: usize) -> Option<(&mut Conn<S>, &mut SendQueue)> {
+    pub(crate) fn conn_and_queue(
+        &mut self,
+        token: usize,
+    ) -> Option<(&mut Conn<S, G::Session>, &mut SendQueue)> {
         let conn = self.conns.get_mut(token)?;
         Some((conn, &mut self.out.queues[token]))
     }
@@ -740,22 +808,25 @@ mod tests {
     use std::time::Duration;
 
     use gamewire_pool::PoolConfig;
-    use gamewire_proto::encode_frame_to_vec;
+    use gamewire_proto::{PacketKind, encode_frame_to_vec};
+    use gamewire_world::World;
 
     use super::*;
     use crate::send_queue::MAX_IOVECS;
 
     /// A one-worker `Worker` (the world inline) over a socket type of nothing: the sans-IO half of the
     /// loop, driven with a fake clock.
-    fn worker(now: Instant) -> Worker<()> {
+    fn worker(now: Instant) -> Worker<(), World> {
         let config = ServerConfig::default();
         let pool = Pool::new(PoolConfig { chunk_size: 4096, chunk_count: 64 }).unwrap();
         let world = World::new(config.world.clone()).unwrap();
-        Worker::new(config, WorldLink::Inline(world), pool.clone(), pool, Arc::default(), now)
+        let (inbox, _handle) = crate::game::channel(crate::game::GameWaker::Thread(std::thread::current()));
+        let link = WorldLink::Inline(world, inbox);
+        Worker::new(config, link, PacketSet::V1_FROM_CLIENT, pool.clone(), pool, Arc::default(), now)
     }
 
     /// The kinds of the frames queued for `token`.
-    fn queued_kinds(worker: &Worker<()>, token: usize) -> Vec<(PacketKind, Option<u32>)> {
+    fn queued_kinds(worker: &Worker<(), World>, token: usize) -> Vec<(PacketKind, Option<u32>)> {
         let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
         let count = worker.out.queues[token].io_slices(&mut slices);
         let bytes: Vec<u8> = slices[..count].iter().flat_map(|slice| slice.iter().copied()).collect();

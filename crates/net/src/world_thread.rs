@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use gamewire_pool::{ChunkMut, Consumer, Pool, PoolBytes, Producer, spsc};
 use gamewire_proto::{Encode, ErrorCode, RawFrame};
-use gamewire_world::{Outbox, PlayerId, Recipients, Session, Verdict, World};
+use gamewire_world::{Game, Outbox, PlayerId, Recipients, Verdict};
 
+use crate::game::{GameInbox, GameWaker, ServerHandle};
 use crate::outbound::FrameWriter;
 use crate::server::ShutdownState;
 use crate::sys::SWEEP_INTERVAL;
@@ -43,7 +44,7 @@ pub(crate) enum Command {
     Opened(ConnId, Instant),
     /// One complete frame (header and payload, contiguous), copied into the worker's pool, and when it
     /// completed at the socket (the session's deadline is judged then, see
-    /// [`World::handle_completed_at`]).
+    /// [`Game::handle`]).
     Frame(ConnId, PoolBytes, Instant),
     /// The session's deadline passed, as the world said (`Delivery::Expired`), and the worker holds
     /// no unread byte of the connection: it ends with TIMEOUT unless a frame handled since moved the
@@ -244,44 +245,72 @@ fn link(world_thread: Thread, pool: Pool, slots: usize) -> (RemoteWorld, WorkerL
 /// Starts the world thread for `pools.len()` workers (each link's frame copies use that worker's
 /// pool); returns each worker's end of its link and the thread's handle, which returns, once every
 /// worker is gone, how many frames it had to encode on the heap.
-pub(crate) fn start(
-    world: World,
+pub(crate) fn start<G: Game>(
+    game: G,
     world_pool: Pool,
     pools: &[Pool],
     ring_slots: usize,
     shutdown: Arc<ShutdownState>,
-) -> std::io::Result<(Vec<RemoteWorld>, std::thread::JoinHandle<u64>)> {
-    let (links_tx, links_rx) = std::sync::mpsc::channel::<Vec<WorkerLink>>();
+) -> std::io::Result<(Vec<RemoteWorld>, std::thread::JoinHandle<u64>, ServerHandle<G>)> {
+    let (links_tx, links_rx) = std::sync::mpsc::channel::<(Vec<WorkerLink>, GameInbox<G>)>();
     let handle = std::thread::Builder::new().name("gamewire-world".into()).spawn(move || {
-        let Ok(links) = links_rx.recv() else { return 0 };
-        WorldThread::new(world, world_pool, links, shutdown).run()
+        let Ok((links, inbox)) = links_rx.recv() else { return 0 };
+        WorldThread::new(game, inbox, world_pool, links, shutdown).run()
     })?;
     let (remotes, links): (Vec<_>, Vec<_>) =
         pools.iter().map(|pool| link(handle.thread().clone(), pool.clone(), ring_slots)).unzip();
-    links_tx.send(links).map_err(|_| std::io::Error::other("the world thread ended at start"))?;
-    Ok((remotes, handle))
+    let (inbox, server_handle) = crate::game::channel(GameWaker::Thread(handle.thread().clone()));
+    links_tx.send((links, inbox)).map_err(|_| std::io::Error::other("the world thread ended at start"))?;
+    Ok((remotes, handle, server_handle))
 }
 
-/// The world, its sessions and its links.
-struct WorldThread {
-    world: World,
+/// The game's state of one connection, as the world thread keeps it.
+struct SessionSlot<S> {
+    /// Which of its token's connections it belongs to.
+    generation: u32,
+    session: S,
+    /// The session is over (a call returned [`Verdict::Close`], or the connection closed): the game
+    /// gets no more calls for it.
+    ended: bool,
+}
+
+/// The game, its sessions and its links.
+struct WorldThread<G: Game> {
+    game: G,
+    /// Commands from the embedding program, the game's tick and its live counts.
+    inbox: GameInbox<G>,
     links: Vec<WorkerLink>,
-    /// `sessions[worker][token]`: the session of the connection on that token, and its generation.
-    sessions: Vec<Vec<Option<(u32, Session)>>>,
+    /// `sessions[worker][token]`: the session of the connection on that token.
+    sessions: Vec<Vec<Option<SessionSlot<G::Session>>>>,
     writer: FrameWriter,
     /// `players[id.index()]`: the worker and connection playing `id`.
     players: Vec<Option<(PlayerId, usize, ConnId)>>,
     shutdown: Arc<ShutdownState>,
 }
 
-impl WorldThread {
-    fn new(world: World, pool: Pool, links: Vec<WorkerLink>, shutdown: Arc<ShutdownState>) -> Self {
+impl<G: Game> WorldThread<G> {
+    fn new(
+        game: G,
+        inbox: GameInbox<G>,
+        pool: Pool,
+        links: Vec<WorkerLink>,
+        shutdown: Arc<ShutdownState>,
+    ) -> Self {
         let sessions = links.iter().map(|_| Vec::new()).collect();
-        WorldThread { world, links, sessions, writer: FrameWriter::new(pool), players: Vec::new(), shutdown }
+        WorldThread {
+            game,
+            inbox,
+            links,
+            sessions,
+            writer: FrameWriter::new(pool),
+            players: Vec::new(),
+            shutdown,
+        }
     }
 
     fn run(mut self) -> u64 {
         let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
+        self.inbox.start(&self.game, Instant::now());
         loop {
             let mut busy = false;
             for link in &mut self.links {
@@ -299,6 +328,12 @@ impl WorldThread {
                         }
                     }
                 }
+                // The embedding program's commands and the tick, with the same backpressure.
+                if self.links.iter().all(|link| link.overflow.is_empty()) {
+                    let WorldThread { game, inbox, links, writer, players, .. } = &mut self;
+                    let mut out = WorldOutbox { links, writer, players, sender: None };
+                    busy |= inbox.run(game, now, &mut out);
+                }
             } else {
                 busy = true; // Waiting for a worker to make room: come back soon.
             }
@@ -313,7 +348,8 @@ impl WorldThread {
                 if abandoned && self.links.iter().all(|link| link.commands.is_empty()) {
                     return self.writer.heap_fallbacks;
                 }
-                let wait = next_sweep.saturating_duration_since(Instant::now()).min(SWEEP_INTERVAL);
+                let wake_at = self.inbox.next_tick().map_or(next_sweep, |tick| tick.min(next_sweep));
+                let wait = wake_at.saturating_duration_since(Instant::now()).min(SWEEP_INTERVAL);
                 std::thread::park_timeout(wait);
             } else if self.links.iter().any(|link| !link.overflow.is_empty()) {
                 std::thread::sleep(Duration::from_micros(50));
@@ -334,56 +370,68 @@ impl WorldThread {
     fn handle(&mut self, worker: usize, command: Command, now: Instant) {
         match command {
             Command::Opened(conn, accepted_at) => {
+                let session = self.game.open(accepted_at);
                 let sessions = &mut self.sessions[worker];
                 let token = conn.token as usize;
                 if sessions.len() <= token {
                     sessions.resize_with(token + 1, || None);
                 }
-                sessions[token] = Some((conn.generation, Session::new(accepted_at)));
+                sessions[token] = Some(SessionSlot { generation: conn.generation, session, ended: false });
             }
             Command::Frame(conn, bytes, completed_at) => {
                 let Some((frame, _)) = RawFrame::split_from(&bytes) else { return };
-                self.with_session(worker, conn, |world, session, out| {
-                    world.handle_completed_at(now, completed_at, session, frame, out)
+                self.with_session(worker, conn, |game, session, out| {
+                    crate::game::handle_frame(game, now, completed_at, session, frame, out)
                 });
             }
             Command::Expire(conn) => {
-                self.with_session(worker, conn, |world, session, out| world.poll_timeout(now, session, out));
+                self.with_session(worker, conn, |game, session, out| game.poll_timeout(now, session, out));
             }
             Command::Fail(conn, code) => {
-                self.with_session(worker, conn, |world, session, out| world.fail(session, code, out));
+                self.with_session(worker, conn, |game, session, out| game.fail(session, code, out));
             }
             Command::Closed(conn) => {
-                self.with_session(worker, conn, |world, session, out| {
-                    world.close(session, out);
-                    Verdict::Continue // the worker is already closing it
+                self.with_session(worker, conn, |game, session, out| {
+                    game.close(session, out);
+                    Verdict::Close // the worker is already closing it
                 });
                 let token = conn.token as usize;
                 let sessions = &mut self.sessions[worker];
-                if sessions.get(token).and_then(Option::as_ref).is_some_and(|(g, _)| *g == conn.generation) {
+                if sessions
+                    .get(token)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|slot| slot.generation == conn.generation)
+                {
                     sessions[token] = None;
                 }
             }
         }
+        self.inbox.publish(&self.game);
     }
 
-    /// Runs `f` on the session of `conn` with an outbox whose sender is `conn`, then keeps the
-    /// routing in step with the session: bound once it has a player, unbound once it ends.
+    /// Runs `f` on the session of `conn` (unless it has ended) with an outbox whose sender is `conn`,
+    /// then keeps the routing in step with the session: bound once it has a player, unbound once it
+    /// ends.
     fn with_session(
         &mut self,
         worker: usize,
         conn: ConnId,
-        f: impl FnOnce(&mut World, &mut Session, &mut WorldOutbox<'_>) -> Verdict,
+        f: impl FnOnce(&mut G, &mut G::Session, &mut WorldOutbox<'_>) -> Verdict,
     ) {
-        let WorldThread { world, links, sessions, writer, players, .. } = self;
+        let WorldThread { game, links, sessions, writer, players, .. } = self;
         let token = conn.token as usize;
-        let Some(Some((generation, session))) = sessions[worker].get_mut(token) else { return };
-        if *generation != conn.generation {
+        let Some(Some(slot)) = sessions[worker].get_mut(token) else { return };
+        if slot.generation != conn.generation || slot.ended {
             return;
         }
-        let had_player = session.player();
-        let verdict = f(world, session, &mut WorldOutbox { links, writer, players, sender: (worker, conn) });
-        match (had_player, session.player()) {
+        let had_player = game.player(&slot.session);
+        let verdict = f(
+            game,
+            &mut slot.session,
+            &mut WorldOutbox { links, writer, players, sender: Some((worker, conn)) },
+        );
+        let has_player = if verdict == Verdict::Close { None } else { game.player(&slot.session) };
+        match (had_player, has_player) {
             (None, Some(id)) => {
                 if players.len() <= id.index() {
                     players.resize(id.index() + 1, None);
@@ -392,28 +440,32 @@ impl WorldThread {
                 links[worker].push(Delivery::Bound(conn, id.get()));
             }
             (Some(id), None) => unbind(players, id),
+            (Some(old), Some(new)) if old != new => {
+                unbind(players, old);
+                if players.len() <= new.index() {
+                    players.resize(new.index() + 1, None);
+                }
+                players[new.index()] = Some((new, worker, conn));
+                links[worker].push(Delivery::Bound(conn, new.get()));
+            }
             _ => {}
         }
-        if session.is_closed()
-            && let Some(id) = had_player
-        {
-            unbind(players, id);
-        }
         if verdict == Verdict::Close {
+            slot.ended = true;
             links[worker].push(Delivery::End(conn));
         }
     }
 
-    /// Tells the workers of sessions past their HELLO or idle deadline (each is asked again at every
-    /// sweep until it answers or a frame comes).
+    /// Tells the workers of sessions past their deadline (each is asked again at every sweep until
+    /// it answers or a frame comes).
     fn sweep(&mut self, now: Instant) {
         for worker in 0..self.links.len() {
             for token in 0..self.sessions[worker].len() {
-                let Some((generation, session)) = &self.sessions[worker][token] else { continue };
-                if session.is_closed() || now < session.deadline(self.world.config()) {
+                let Some(slot) = &self.sessions[worker][token] else { continue };
+                if slot.ended || self.game.deadline(&slot.session).is_none_or(|deadline| now < deadline) {
                     continue;
                 }
-                let conn = ConnId { token: token as u32, generation: *generation };
+                let conn = ConnId { token: token as u32, generation: slot.generation };
                 self.links[worker].push(Delivery::Expired(conn));
             }
         }
@@ -434,7 +486,8 @@ struct WorldOutbox<'a> {
     links: &'a mut [WorkerLink],
     writer: &'a mut FrameWriter,
     players: &'a [Option<(PlayerId, usize, ConnId)>],
-    sender: (usize, ConnId),
+    /// The connection whose frame is handled; `None` in a tick or a command, which have none.
+    sender: Option<(usize, ConnId)>,
 }
 
 impl WorldOutbox<'_> {
@@ -451,8 +504,8 @@ impl Outbox for WorldOutbox<'_> {
         let fatal = packet.is_fatal();
         match to {
             Recipients::Sender => {
+                let Some((worker, conn)) = self.sender else { return };
                 let frame = self.writer.encode(player_id, packet);
-                let (worker, conn) = self.sender;
                 self.links[worker].push(Delivery::Frame { conn, frame, fatal });
             }
             Recipients::One(id) => {

@@ -51,6 +51,12 @@ pub use packet_set::PacketSet;
 /// HELLO (1), WELCOME (2), PING (8), PONG (9) and ERROR (10), at the ids protocol v1 gave them, plus
 /// 12 to 15 for the core's later use. A game's own packets take any other id below
 /// [`PacketSet::ID_LIMIT`] (protocol v1's game: 3 to 7 and 11; a new game is best off from 16 up).
+///
+/// What each session frame means is fixed; what HELLO, WELCOME, PING and PONG carry is the game's (the
+/// core never reads nor writes them): HELLO is a client's first frame, asking to join; WELCOME answers
+/// it, its header `player_id` the player's id; PONG answers PING. ERROR is the core's own, in protocol
+/// v1's format (a `u32` code of [`ErrorCode`], a text), since the core sends it too (SERVER_FULL,
+/// SLOW_CONSUMER, TIMEOUT, SHUTTING_DOWN, and every decoding error).
 pub const RESERVED_PACKETS: PacketSet = PacketSet::SESSION_FROM_CLIENT
     .union(PacketSet::SESSION_FROM_SERVER)
     .with(0)

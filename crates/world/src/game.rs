@@ -1,6 +1,7 @@
 //! The [`Game`] trait the I/O layer drives, sans-IO, and the [`Outbox`] it writes frames into.
 //! Protocol v1's [`crate::World`] is one game; any other is built the same way.
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use gamewire_proto::{Encode, ErrorCode, PacketSet, RawFrame};
@@ -57,9 +58,9 @@ pub enum Verdict {
 /// The game owns its packet ids, except the core's reserved ones
 /// ([`gamewire_proto::RESERVED_PACKETS`]); the core's session frames keep protocol v1's formats (a
 /// fatal ERROR is the last frame a connection gets).
-pub trait Game: Send + 'static {
+pub trait Game: Send + fmt::Debug + 'static {
     /// What the game keeps per connection; the I/O layer owns it and passes it into every call.
-    type Session: Send + 'static;
+    type Session: Send + fmt::Debug + 'static;
 
     /// What the embedding program sends into the game from any thread: an admin broadcast, a kick, a
     /// spawn.

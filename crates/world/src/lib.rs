@@ -15,6 +15,7 @@
 //! scratch vectors that keep their capacity.
 #![warn(missing_docs)]
 
+mod aoi;
 mod config;
 mod game;
 mod geometry;
@@ -22,8 +23,9 @@ mod id;
 mod rate;
 mod world;
 
+pub use aoi::{AoiError, AoiGrid};
 pub use config::{Config, ConfigError, MAX_TIMEOUT, Rate, RateLimits};
 pub use game::{Game, Outbox, Recipients, Verdict};
 pub use geometry::Position;
-pub use id::PlayerId;
+pub use id::{PlayerId, PlayerIds};
 pub use world::{MAX_HEIGHT, PlayerInfo, Session, World, error_message};

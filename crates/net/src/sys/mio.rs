@@ -13,6 +13,8 @@ use socket2::SockRef;
 
 use super::{READS_PER_TURN, SWEEP_INTERVAL};
 use crate::server::ShutdownState;
+use gamewire_world::Game;
+
 use crate::worker::{Phase, RunStats, ShutdownStep, Worker, pool_is_low, pool_reserve};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -21,10 +23,10 @@ const WAKER: Token = Token(usize::MAX - 2);
 pub(crate) const WAKER_TOKEN: Token = WAKER;
 
 /// The event loop of one worker on mio.
-pub(crate) struct EventLoop {
+pub(crate) struct EventLoop<G: Game> {
     poll: Poll,
     listener: Option<TcpListener>,
-    worker: Worker<TcpStream>,
+    worker: Worker<TcpStream, G>,
     shutdown: Arc<ShutdownState>,
     /// The chunk every read goes into; its bytes are decoded in place and it is reused.
     receive_chunk: ChunkMut,
@@ -47,17 +49,17 @@ pub(crate) struct EventLoop {
 /// Most refused connections held for their linger at once; beyond it the oldest is closed early.
 const MAX_LINGERING_REFUSALS: usize = 1024;
 
-impl std::fmt::Debug for EventLoop {
+impl<G: Game> std::fmt::Debug for EventLoop<G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventLoop").field("connections", &self.worker.conns.len()).finish_non_exhaustive()
     }
 }
 
-impl EventLoop {
+impl<G: Game> EventLoop<G> {
     pub(crate) fn new(
         poll: Poll,
         mut listener: TcpListener,
-        worker: Worker<TcpStream>,
+        worker: Worker<TcpStream, G>,
         shutdown: Arc<ShutdownState>,
     ) -> io::Result<Self> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -107,6 +109,7 @@ impl EventLoop {
             let now = Instant::now();
             self.worker.out.now = now;
             self.worker.apply_deliveries(now);
+            self.worker.run_game(now);
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(now),

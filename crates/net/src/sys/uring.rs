@@ -29,6 +29,8 @@ use socket2::SockRef;
 use super::SWEEP_INTERVAL;
 use crate::send_queue::MAX_IOVECS;
 use crate::server::ShutdownState;
+use gamewire_world::Game;
+
 use crate::worker::{Phase, RunStats, ShutdownStep, Worker, pool_is_low};
 
 /// Submission queue entries; the completion queue gets four times as many.
@@ -420,12 +422,12 @@ struct ConnOps {
 }
 
 /// The event loop of one worker on io_uring.
-pub(crate) struct UringLoop {
+pub(crate) struct UringLoop<G: Game> {
     // Field order is drop order: the ring goes first, so the kernel is done with every buffer before
     // the buffer ring's memory and the chunks are released.
     ring: IoUring,
     buffers: BufferRing,
-    worker: Worker<RawFd>,
+    worker: Worker<RawFd, G>,
     listener: Option<TcpListener>,
     shutdown: Arc<ShutdownState>,
     wake_fd: RawFd,
@@ -449,7 +451,7 @@ pub(crate) struct UringLoop {
     refused: VecDeque<(OwnedFd, Instant)>,
 }
 
-impl std::fmt::Debug for UringLoop {
+impl<G: Game> std::fmt::Debug for UringLoop<G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UringLoop")
             .field("connections", &self.worker.conns.len())
@@ -459,12 +461,12 @@ impl std::fmt::Debug for UringLoop {
     }
 }
 
-impl UringLoop {
+impl<G: Game> UringLoop<G> {
     /// Sets up the ring on the calling thread (a single-issuer ring belongs to the thread that made
     /// it: call this on the thread that runs the loop).
     pub(crate) fn new(
         listener: TcpListener,
-        worker: Worker<RawFd>,
+        worker: Worker<RawFd, G>,
         shutdown: Arc<ShutdownState>,
         wake_fd: RawFd,
     ) -> io::Result<Self> {
@@ -563,6 +565,7 @@ impl UringLoop {
             self.worker.out.now = now;
             self.reap(now);
             self.worker.apply_deliveries(now);
+            self.worker.run_game(now);
             if !self.buffers.withheld.is_empty() && !self.pool_is_low() {
                 while let Some(bid) = self.buffers.withheld.pop() {
                     self.buffers.provide(bid);
@@ -978,7 +981,7 @@ fn shut_write(ops: &ConnOps) {
     }
 }
 
-impl Drop for UringLoop {
+impl<G: Game> Drop for UringLoop<G> {
     /// Cancels whatever is still in flight and waits (boundedly) for the kernel to let go of every
     /// buffer before the pool chunks and the buffer ring go back.
     fn drop(&mut self) {
