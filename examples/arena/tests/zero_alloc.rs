@@ -63,7 +63,7 @@ fn play(clients: &mut [Client], duration: Duration) -> Seen {
         round += 1;
         for (index, client) in clients.iter_mut().enumerate() {
             // Wobble in place: a small step one way, then back.
-            let heading = if round % 2 == 0 { 0.0 } else { std::f32::consts::PI };
+            let heading = if round.is_multiple_of(2) { 0.0 } else { std::f32::consts::PI };
             client.send(&ClientPacket::Steer(Steer::new(heading, 0.05).unwrap()));
             let (x, z) = at[index];
             client.send(&ClientPacket::Fire(Fire::new((510.0 - z).atan2(510.0 - x)).unwrap()));
