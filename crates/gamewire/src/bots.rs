@@ -867,7 +867,9 @@ impl Sim<'_> {
             loop {
                 let received = match bot.decoder.next_frame(&mut input) {
                     Ok(Some(frame)) => {
-                        self.counters.received[(frame.packet_id() as usize).min(11)] += 1;
+                        // Protocol v1's kinds by id; anything else (another game's packet) under 0, "?".
+                        let id = frame.packet_id() as usize;
+                        self.counters.received[if id < self.counters.received.len() { id } else { 0 }] += 1;
                         Received::from_frame(&frame)
                     }
                     Ok(None) => break,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use gamewire_proto::{ErrorCode, RawFrame};
 use gamewire_world::{Game, Outbox, Verdict};
 
-use crate::server::ShutdownState;
+use crate::control::ShutdownState;
 
 /// Commands from the embedding program a loop takes per turn before serving its sockets again.
 const COMMANDS_PER_TURN: usize = 256;

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod control;
 mod game;
 mod outbound;
 mod send_queue;
@@ -22,6 +23,7 @@ mod worker;
 mod world_thread;
 
 pub use config::{ConfigError, IoBackend, MAX_WORKERS, MIN_MAX_PAYLOAD, ServerConfig};
+pub use control::ShutdownHandle;
 pub use game::ServerHandle;
-pub use server::{Server, ServerError, ShutdownHandle};
+pub use server::{Server, ServerError};
 pub use worker::RunStats;

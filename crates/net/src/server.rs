@@ -3,13 +3,13 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use gamewire_pool::{Pool, PoolConfig, PoolError};
 use gamewire_world::{Game, World};
 use mio::{Poll, Waker};
 
+use crate::control::{LoopWaker, ShutdownHandle, ShutdownState};
 use crate::game::{GameWaker, ServerHandle};
 use crate::sys::mio::{EventLoop, WAKER_TOKEN};
 use crate::sys::mio_echo::EchoLoop;
@@ -58,58 +58,6 @@ impl From<PoolError> for ServerError {
 impl From<io::Error> for ServerError {
     fn from(error: io::Error) -> Self {
         ServerError::Io(error)
-    }
-}
-
-/// Shutdown requests shared between a [`ShutdownHandle`] and the loops, and how to wake each loop.
-#[derive(Debug)]
-pub(crate) struct ShutdownState {
-    requests: AtomicUsize,
-    /// `wakers[i]` interrupts worker `i`'s wait (for a shutdown request, or the world thread's
-    /// deliveries).
-    wakers: Vec<LoopWaker>,
-}
-
-/// How another thread interrupts a loop's wait.
-#[derive(Debug)]
-enum LoopWaker {
-    Mio(Waker),
-    /// An eventfd the io_uring loop keeps a read posted on.
-    #[cfg(target_os = "linux")]
-    EventFd(std::os::fd::OwnedFd),
-}
-
-impl ShutdownState {
-    pub(crate) fn requests(&self) -> usize {
-        self.requests.load(Ordering::Acquire)
-    }
-
-    /// Wakes worker `worker`'s loop.
-    pub(crate) fn wake_worker(&self, worker: usize) {
-        let woken = match &self.wakers[worker] {
-            LoopWaker::Mio(waker) => waker.wake(),
-            #[cfg(target_os = "linux")]
-            LoopWaker::EventFd(fd) => crate::sys::uring::wake(fd),
-        };
-        if let Err(error) = woken {
-            tracing::error!(%error, worker, "cannot wake the event loop");
-        }
-    }
-}
-
-/// Stops a running [`Server`] from any thread (a signal handler thread, a test).
-#[derive(Clone, Debug)]
-pub struct ShutdownHandle(Arc<ShutdownState>);
-
-impl ShutdownHandle {
-    /// The first call starts a graceful stop: no more connections are accepted, every client gets what
-    /// is queued for it and then ERROR(SHUTTING_DOWN), and [`Server::run`] returns once all are closed
-    /// or the drain deadline passes. A second call makes it return at once.
-    pub fn shutdown(&self) {
-        self.0.requests.fetch_add(1, Ordering::AcqRel);
-        for worker in 0..self.0.wakers.len() {
-            self.0.wake_worker(worker);
-        }
     }
 }
 
@@ -189,10 +137,17 @@ impl<G: Game> Server<G> {
         // Each worker's way to be woken, before anything that may need to wake it.
         let mut wakers = Vec::with_capacity(count);
         let mut polls = Vec::with_capacity(count);
+        // io_uring: each loop's eventfd, which it reads (the waker writes to it and keeps it open).
+        #[cfg(target_os = "linux")]
+        let mut wake_fds = Vec::with_capacity(count);
         for _ in 0..count {
             match backend {
                 #[cfg(target_os = "linux")]
-                IoBackend::Uring => wakers.push(LoopWaker::EventFd(crate::sys::uring::new_wake_fd()?)),
+                IoBackend::Uring => {
+                    let fd = crate::sys::uring::new_wake_fd()?;
+                    wake_fds.push(std::os::fd::AsRawFd::as_raw_fd(&fd));
+                    wakers.push(LoopWaker::EventFd(std::fs::File::from(fd)));
+                }
                 _ => {
                     let poll = Poll::new()?;
                     wakers.push(LoopWaker::Mio(Waker::new(poll.registry(), WAKER_TOKEN)?));
@@ -200,7 +155,7 @@ impl<G: Game> Server<G> {
                 }
             }
         }
-        let shutdown = ShutdownHandle(Arc::new(ShutdownState { requests: AtomicUsize::new(0), wakers }));
+        let shutdown = ShutdownHandle(Arc::new(ShutdownState::new(wakers)));
         let now = Instant::now();
         // The world: inside the one worker, or on its own thread with its own pool for the frames it
         // encodes. None in echo mode.
@@ -222,7 +177,7 @@ impl<G: Game> Server<G> {
         let mut polls = polls.into_iter();
         let open = Arc::new(Places::default());
         let mut workers = Vec::with_capacity(count);
-        for (listener, pool) in listeners.into_iter().zip(pools) {
+        for (index, (listener, pool)) in listeners.into_iter().zip(pools).enumerate() {
             let link = links.next();
             let parts = match backend {
                 #[cfg(target_os = "linux")]
@@ -232,7 +187,7 @@ impl<G: Game> Server<G> {
                     let worker = link.map(|(link, frame_pool)| {
                         new_worker(&config, link, client_packets, &pool, frame_pool, &open, now)
                     });
-                    WorkerParts::Uring { listener: listener.into(), pool, worker }
+                    WorkerParts::Uring { listener: listener.into(), pool, worker, wake_fd: wake_fds[index] }
                 }
                 _ => {
                     let listener = mio::net::TcpListener::from_std(listener.into());
@@ -375,11 +330,7 @@ fn run_worker<G: Game>(
             None => EchoLoop::new(poll, listener, pool, &settings.config, shutdown, echo_cap)?.run()?,
         },
         #[cfg(target_os = "linux")]
-        WorkerParts::Uring { listener, pool, worker } => {
-            let wake_fd = match &shutdown.wakers[index] {
-                LoopWaker::EventFd(fd) => std::os::fd::AsRawFd::as_raw_fd(fd),
-                LoopWaker::Mio(_) => unreachable!("an io_uring worker is built with an eventfd waker"),
-            };
+        WorkerParts::Uring { listener, pool, worker, wake_fd } => {
             // The ring is made here, on the thread that runs it: a single-issuer ring belongs to it.
             match worker {
                 Some(worker) => {
@@ -430,7 +381,13 @@ enum WorkerParts<G: Game> {
         worker: Option<Box<Worker<mio::net::TcpStream, G>>>,
     },
     #[cfg(target_os = "linux")]
-    Uring { listener: std::net::TcpListener, pool: Pool, worker: Option<Box<Worker<std::os::fd::RawFd, G>>> },
+    Uring {
+        listener: std::net::TcpListener,
+        pool: Pool,
+        worker: Option<Box<Worker<std::os::fd::RawFd, G>>>,
+        /// The loop's eventfd (its `LoopWaker` keeps it open for as long as the loop runs).
+        wake_fd: std::os::fd::RawFd,
+    },
 }
 
 /// Resolves `config.io` to the backend that will run, logging the choice of `Auto` and why.

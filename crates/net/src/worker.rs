@@ -200,6 +200,11 @@ impl<S, G: Game> Worker<S, G> {
         places: Arc<Places>,
         now: Instant,
     ) -> Self {
+        let mut world = world;
+        if let WorldLink::Inline(game, inbox) = &mut world {
+            // The tick clock starts with the worker (the world thread starts its own).
+            inbox.start(game, now);
+        }
         let server_full_frame = encode_frame_to_vec(
             0,
             &Packet::Error {
@@ -437,7 +442,10 @@ impl<S, G: Game> Worker<S, G> {
         if let WorldLink::Inline(game, inbox) = &mut self.world {
             self.out.sender = NO_SENDER;
             self.out.now = now;
-            inbox.run(game, now, &mut self.out);
+            if !inbox.run(game, now, &mut self.out) {
+                // Counts change with frames too: published once per turn (a relaxed store).
+                inbox.publish(game);
+            }
         }
     }
 

@@ -21,9 +21,9 @@ use gamewire_pool::{ChunkMut, Consumer, Pool, PoolBytes, Producer, spsc};
 use gamewire_proto::{Encode, ErrorCode, RawFrame};
 use gamewire_world::{Game, Outbox, PlayerId, Recipients, Verdict};
 
+use crate::control::ShutdownState;
 use crate::game::{GameInbox, GameWaker, ServerHandle};
 use crate::outbound::FrameWriter;
-use crate::server::ShutdownState;
 use crate::sys::SWEEP_INTERVAL;
 
 /// Commands the world takes from one worker before looking at the others: fairness.

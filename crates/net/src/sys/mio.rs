@@ -12,7 +12,7 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::SockRef;
 
 use super::{READS_PER_TURN, SWEEP_INTERVAL};
-use crate::server::ShutdownState;
+use crate::control::ShutdownState;
 use gamewire_world::Game;
 
 use crate::worker::{Phase, RunStats, ShutdownStep, Worker, pool_is_low, pool_reserve};

@@ -15,8 +15,8 @@ use slab::Slab;
 use super::echo::{Backlog, CloseReason, EchoLimits, EchoTimers};
 use super::{ACCEPT_RETRY, READS_PER_TURN, SWEEP_INTERVAL};
 use crate::ServerConfig;
+use crate::control::ShutdownState;
 use crate::send_queue::MAX_IOVECS;
-use crate::server::ShutdownState;
 use crate::worker::{RunStats, pool_is_low};
 
 const LISTENER: Token = Token(usize::MAX - 1);

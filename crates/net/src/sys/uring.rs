@@ -27,8 +27,8 @@ use io_uring::{IoUring, cqueue, opcode, squeue};
 use socket2::SockRef;
 
 use super::SWEEP_INTERVAL;
+use crate::control::ShutdownState;
 use crate::send_queue::MAX_IOVECS;
-use crate::server::ShutdownState;
 use gamewire_world::Game;
 
 use crate::worker::{Phase, RunStats, ShutdownStep, Worker, pool_is_low};
@@ -175,18 +175,6 @@ pub(crate) fn new_wake_fd() -> io::Result<OwnedFd> {
     }
     // SAFETY: `fd` is a valid descriptor owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Wakes the loop waiting on `fd` (an eventfd from [`new_wake_fd`]).
-pub(crate) fn wake(fd: &OwnedFd) -> io::Result<()> {
-    let one = 1u64.to_ne_bytes();
-    // SAFETY: writes 8 bytes from a live local buffer to a descriptor we borrow.
-    let written = unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
-    // EAGAIN: the counter is saturated, so a wake-up is pending anyway.
-    if written < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// The provided-buffer ring: pool chunks lent to the kernel for multishot receives.

@@ -22,7 +22,7 @@ use super::uring::{
 };
 use super::{ACCEPT_RETRY, SWEEP_INTERVAL};
 use crate::ServerConfig;
-use crate::server::ShutdownState;
+use crate::control::ShutdownState;
 use crate::worker::{RunStats, pool_is_low};
 
 /// How long the loop waits for cancelled operations to complete when it stops.

@@ -1,0 +1,75 @@
+//! What a loop is told from outside while it runs: shutdown requests, and the wake-ups that interrupt
+//! its wait (for a request, the world thread's deliveries or a game command). Below the backends: they
+//! import it, it imports none of them.
+
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Shutdown requests shared between a [`ShutdownHandle`] and the loops, and how to wake each loop.
+#[derive(Debug)]
+pub(crate) struct ShutdownState {
+    requests: AtomicUsize,
+    /// `wakers[i]` interrupts worker `i`'s wait.
+    wakers: Vec<LoopWaker>,
+}
+
+/// How another thread interrupts a loop's wait.
+#[derive(Debug)]
+pub(crate) enum LoopWaker {
+    /// A mio loop's waker.
+    Mio(mio::Waker),
+    /// An eventfd the io_uring loop keeps a read posted on (`sys::uring::new_wake_fd`); a write of 1
+    /// completes that read.
+    #[cfg(target_os = "linux")]
+    EventFd(std::fs::File),
+}
+
+impl LoopWaker {
+    fn wake(&self) -> io::Result<()> {
+        match self {
+            LoopWaker::Mio(waker) => waker.wake(),
+            #[cfg(target_os = "linux")]
+            LoopWaker::EventFd(file) => match (&*file).write(&1u64.to_ne_bytes()) {
+                // The counter is saturated: a wake-up is pending anyway.
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                result => result.map(drop),
+            },
+        }
+    }
+}
+
+impl ShutdownState {
+    /// No request yet; `wakers[i]` wakes worker `i`.
+    pub(crate) fn new(wakers: Vec<LoopWaker>) -> Self {
+        ShutdownState { requests: AtomicUsize::new(0), wakers }
+    }
+
+    /// Requests so far: 0 (serving), 1 (draining), 2 or more (stop at once).
+    pub(crate) fn requests(&self) -> usize {
+        self.requests.load(Ordering::Acquire)
+    }
+
+    /// Wakes worker `worker`'s loop.
+    pub(crate) fn wake_worker(&self, worker: usize) {
+        if let Err(error) = self.wakers[worker].wake() {
+            tracing::error!(%error, worker, "cannot wake the event loop");
+        }
+    }
+}
+
+/// Stops a running [`crate::Server`] from any thread (a signal handler thread, a test).
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle(pub(crate) Arc<ShutdownState>);
+
+impl ShutdownHandle {
+    /// The first call starts a graceful stop: no more connections are accepted, every client gets what
+    /// is queued for it and then ERROR(SHUTTING_DOWN), and [`crate::Server::run`] returns once all are
+    /// closed or the drain deadline passes. A second call makes it return at once.
+    pub fn shutdown(&self) {
+        self.0.requests.fetch_add(1, Ordering::AcqRel);
+        for worker in 0..self.0.wakers.len() {
+            self.0.wake_worker(worker);
+        }
+    }
+}
