@@ -14,10 +14,8 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7780")]
     addr: SocketAddr,
-    /// Event loops; 1 runs the game inside the loop, 2 or more on a thread of its own. The default is
-    /// 2 because the core does not start the tick of a game inside a single worker yet
-    /// (docs/arena.md, "Known limits").
-    #[arg(long, default_value_t = 2)]
+    /// Event loops; 1 runs the game inside the loop, 2 or more on a thread of its own.
+    #[arg(long, default_value_t = 1)]
     workers: usize,
     /// Event-loop backend.
     #[arg(long, value_enum, default_value_t = Io::Auto)]

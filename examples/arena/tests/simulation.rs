@@ -14,14 +14,16 @@ const SPAWNS: [(f32, f32); 4] = [(100.0, 100.0), (160.0, 100.0), (800.0, 800.0),
 
 #[test]
 fn a_projectile_moves_on_ticks_hits_and_scores_without_client_input() {
-    for io in [IoBackend::Mio, IoBackend::Uring] {
-        eprintln!("--- backend {io:?}");
+    for (io, workers) in
+        [(IoBackend::Mio, 1), (IoBackend::Uring, 1), (IoBackend::Mio, 2), (IoBackend::Uring, 2)]
+    {
+        eprintln!("--- backend {io:?}, {workers} worker(s)");
         let mut config = config_with_spawns(&SPAWNS);
         config.damage = 50;
         // No refresh during the test: every SHIP C gets would be its own anyway, but fewer frames
         // make a failure easier to read.
         config.refresh_ticks = 1000;
-        let Some(server) = Running::start(config, io, 2) else { continue };
+        let Some(server) = Running::start(config, io, workers) else { continue };
         let mut a = server.join("a");
         let mut b = server.join("b");
         let mut c = server.join("c");

@@ -23,12 +23,14 @@ fn frames_and_ticks_in_steady_state_allocate_nothing_on_the_server() {
     // this thread (the clients) opts out. This test is alone in its binary, so nothing else runs.
     alloc_counter::exclude_this_thread();
     alloc_counter::count_all_threads();
-    for io in [IoBackend::Mio, IoBackend::Uring] {
-        eprintln!("--- backend {io:?}, 2 workers");
+    for (io, workers) in
+        [(IoBackend::Mio, 1), (IoBackend::Uring, 1), (IoBackend::Mio, 2), (IoBackend::Uring, 2)]
+    {
+        eprintln!("--- backend {io:?}, {workers} worker(s)");
         let mut config = config_with_spawns(&SPAWNS);
         config.fire_interval = Duration::from_millis(40);
         config.refresh_ticks = 5;
-        let Some(server) = Running::start(config, io, 2) else { continue };
+        let Some(server) = Running::start(config, io, workers) else { continue };
         let mut clients: Vec<Client> = (0..4).map(|i| server.join(&format!("p{i}"))).collect();
 
         play(&mut clients, Duration::from_millis(1500));
