@@ -257,17 +257,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         "rate limits and deadlines"
     );
 
-    let stop = server.shutdown_handle();
-    let mut signals =
-        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-            .context("cannot install signal handlers")?;
-    // A thread that only waits for signals: the event loop itself never blocks on anything but epoll.
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        for signal in signals.forever() {
-            tracing::info!(signal, "signal received");
-            stop.shutdown();
-        }
-    })?;
+    server.shutdown_handle().stop_on_signals().context("cannot install signal handlers")?;
 
     let stats = server.run().context("server failed")?;
     tracing::info!(

@@ -63,6 +63,27 @@ impl ShutdownState {
 pub struct ShutdownHandle(pub(crate) Arc<ShutdownState>);
 
 impl ShutdownHandle {
+    /// Stops the server when the process gets SIGINT or SIGTERM: the first signal starts the graceful
+    /// stop of [`ShutdownHandle::shutdown`], a second makes [`crate::Server::run`] return at once. The
+    /// signals are waited for on a thread of their own (the event loops never block on them).
+    ///
+    /// # Errors
+    ///
+    /// If the handlers cannot be installed or the thread cannot start.
+    #[cfg(unix)]
+    pub fn stop_on_signals(&self) -> io::Result<()> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+        let stop = self.clone();
+        std::thread::Builder::new().name("gamewire-signals".into()).spawn(move || {
+            for signal in signals.forever() {
+                tracing::info!(signal, "signal received: stopping");
+                stop.shutdown();
+            }
+        })?;
+        Ok(())
+    }
+
     /// The first call starts a graceful stop: no more connections are accepted, every client gets what
     /// is queued for it and then ERROR(SHUTTING_DOWN), and [`crate::Server::run`] returns once all are
     /// closed or the drain deadline passes. A second call makes it return at once.

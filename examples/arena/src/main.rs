@@ -73,17 +73,8 @@ fn main() -> anyhow::Result<()> {
     let server = Server::with_game(config, game).context("cannot start the server")?;
     tracing::info!(addr = %server.local_addr(), io = ?server.io_backend(), workers = server.workers(), tick_hz = args.tick_hz, "arena serving");
 
-    let stop = server.shutdown_handle();
-    let mut signals =
-        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-            .context("cannot install signal handlers")?;
-    // A thread that only waits for signals: the first stops gracefully, a second at once.
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        for signal in signals.forever() {
-            tracing::info!(signal, "signal received, stopping");
-            stop.shutdown();
-        }
-    })?;
+    // The first SIGINT/SIGTERM stops gracefully, a second at once.
+    server.shutdown_handle().stop_on_signals().context("cannot install signal handlers")?;
     let stats = server.run().context("server stopped with an error")?;
     tracing::info!(accepted = stats.accepted, "stopped");
     Ok(())

@@ -36,6 +36,35 @@ pub(crate) struct EchoLimits {
     pub(crate) socket_send_buffer: usize,
 }
 
+/// What a sweep closes, of the connections `conns` yields (token, timers, chunks held): each whose
+/// timers say so and, while `pool_is_low`, the one holding the most beyond its share of `open`
+/// connections (counted in `pressure_cuts`). Both echo loops sweep with it.
+pub(crate) fn sweep_verdicts<'a>(
+    conns: impl Iterator<Item = (usize, &'a EchoTimers, usize)> + Clone,
+    limits: &EchoLimits,
+    pool_is_low: bool,
+    open: usize,
+    now: Instant,
+    pressure_cuts: &mut u64,
+) -> Vec<(usize, CloseReason)> {
+    let mut doomed: Vec<(usize, CloseReason)> = conns
+        .clone()
+        .filter_map(|(token, timers, held)| timers.verdict(held, limits, now).map(|reason| (token, reason)))
+        .collect();
+    if pool_is_low {
+        let victim = conns
+            .filter(|&(_, timers, held)| limits.is_pressure_victim(held, timers.full_for(now), open))
+            .max_by_key(|&(_, _, held)| held);
+        if let Some((token, _, _)) = victim
+            && doomed.iter().all(|(doomed, _)| *doomed != token)
+        {
+            *pressure_cuts += 1;
+            doomed.push((token, CloseReason::PoolPressure));
+        }
+    }
+    doomed
+}
+
 impl EchoLimits {
     /// The limits for a loop on `pool` that keeps `set_aside` chunks for itself (io_uring: its
     /// receive ring at full size) besides the pool's reserve.

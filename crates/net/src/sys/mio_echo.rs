@@ -12,7 +12,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::echo::{Backlog, CloseReason, EchoLimits, EchoTimers};
+use super::echo::{Backlog, EchoLimits, EchoTimers, sweep_verdicts};
 use super::{ACCEPT_RETRY, READS_PER_TURN, SWEEP_INTERVAL};
 use crate::ServerConfig;
 use crate::control::ShutdownState;
@@ -260,30 +260,9 @@ impl EchoLoop {
     /// Closes the connections past a deadline or over the hard limit, and, while the pool is low, the
     /// one holding the most beyond its share.
     fn sweep(&mut self, now: Instant) {
-        let mut doomed: Vec<(usize, CloseReason)> = self
-            .conns
-            .iter()
-            .filter_map(|(token, conn)| {
-                conn.timers.verdict(conn.backlog.held(), &self.limits, now).map(|reason| (token, reason))
-            })
-            .collect();
-        if pool_is_low(&self.pool) {
-            let open = self.conns.len();
-            let victim = self
-                .conns
-                .iter()
-                .filter(|(_, conn)| {
-                    let held = conn.backlog.held();
-                    self.limits.is_pressure_victim(held, conn.timers.full_for(now), open)
-                })
-                .max_by_key(|(_, conn)| conn.backlog.held());
-            if let Some((token, _)) = victim
-                && doomed.iter().all(|(doomed, _)| *doomed != token)
-            {
-                self.stats.pressure_cuts += 1;
-                doomed.push((token, CloseReason::PoolPressure));
-            }
-        }
+        let conns = self.conns.iter().map(|(token, conn)| (token, &conn.timers, conn.backlog.held()));
+        let (low, open) = (pool_is_low(&self.pool), self.conns.len());
+        let doomed = sweep_verdicts(conns, &self.limits, low, open, now, &mut self.stats.pressure_cuts);
         for (token, reason) in doomed {
             tracing::debug!(?reason, held = self.conns[token].backlog.held(), "echo connection closed");
             self.close(token);

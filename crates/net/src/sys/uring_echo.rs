@@ -16,7 +16,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue};
 use slab::Slab;
 use socket2::SockRef;
 
-use super::echo::{Backlog, CloseReason, EchoLimits, EchoTimers};
+use super::echo::{Backlog, EchoLimits, EchoTimers, sweep_verdicts};
 use super::uring::{
     BUFFER_GROUP, BufferRing, Op, SUBMISSION_ENTRIES, build_ring, decode_user_data, push_entry, user_data,
 };
@@ -368,31 +368,13 @@ impl UringEchoLoop {
     /// Closes the connections past a deadline or over the hard limit, and, while the pool is low, the
     /// one holding the most beyond its share.
     fn sweep(&mut self, now: Instant) {
-        let mut doomed: Vec<(usize, CloseReason)> = self
+        let conns = self
             .conns
             .iter()
             .filter(|(_, conn)| !conn.closing && !conn.failed)
-            .filter_map(|(token, conn)| {
-                conn.timers.verdict(conn.backlog.held(), &self.limits, now).map(|reason| (token, reason))
-            })
-            .collect();
-        if pool_is_low(&self.pool) {
-            let open = self.conns.len();
-            let victim = self
-                .conns
-                .iter()
-                .filter(|(_, conn)| {
-                    let held = conn.backlog.held();
-                    !conn.failed && self.limits.is_pressure_victim(held, conn.timers.full_for(now), open)
-                })
-                .max_by_key(|(_, conn)| conn.backlog.held());
-            if let Some((token, _)) = victim
-                && doomed.iter().all(|(doomed, _)| *doomed != token)
-            {
-                self.stats.pressure_cuts += 1;
-                doomed.push((token, CloseReason::PoolPressure));
-            }
-        }
+            .map(|(token, conn)| (token, &conn.timers, conn.backlog.held()));
+        let (low, open) = (pool_is_low(&self.pool), self.conns.len());
+        let doomed = sweep_verdicts(conns, &self.limits, low, open, now, &mut self.stats.pressure_cuts);
         for (token, reason) in doomed {
             let conn = &mut self.conns[token];
             tracing::debug!(?reason, held = conn.backlog.held(), "echo connection closed");
