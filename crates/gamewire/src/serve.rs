@@ -124,40 +124,36 @@ impl ServeArgs {
     ///
     /// `--pool-mib` beyond the address space.
     fn into_config(self) -> anyhow::Result<ServerConfig> {
-        let defaults = ServerConfig::default();
         let Some(pool_bytes) = self.pool_mib.checked_mul(1 << 20) else {
             anyhow::bail!(
                 "invalid configuration: --pool-mib {} is more memory than can exist",
                 self.pool_mib
             );
         };
-        Ok(ServerConfig {
-            addr: self.addr,
-            world: self.world.to_config(self.max_connections),
-            max_payload: self.max_payload,
-            pool_bytes,
-            chunk_size: self.chunk_size,
-            max_connections: self.max_connections,
-            max_connections_per_ip: self.max_connections_per_ip,
-            cap_loopback: self.cap_loopback,
-            send_soft_limit: self.send_soft_limit,
-            send_hard_limit: self.send_hard_limit,
-            write_deadline: self.write_deadline,
-            socket_send_buffer: self.socket_send_buffer,
-            partial_frame_timeout: self.partial_frame_timeout,
-            drain_timeout: self.drain_timeout,
-            close_linger: defaults.close_linger,
-            flush_interval: self.flush_interval,
-            prefault_pool: self.prefault,
-            echo: self.echo,
-            io: self.io.into(),
-            send_zerocopy_threshold: self.send_zerocopy_threshold,
-            workers: self.workers.unwrap_or_else(default_workers),
-            reuse_port: self.reuse_port,
-            pin_workers: !self.no_pin,
-            ring_slots: defaults.ring_slots,
-            receive_buffers: self.receive_buffers,
-        })
+        Ok(ServerConfig::default()
+            .addr(self.addr)
+            .world(self.world.to_config(self.max_connections))
+            .max_payload(self.max_payload)
+            .pool_bytes(pool_bytes)
+            .chunk_size(self.chunk_size)
+            .max_connections(self.max_connections)
+            .max_connections_per_ip(self.max_connections_per_ip)
+            .cap_loopback(self.cap_loopback)
+            .send_soft_limit(self.send_soft_limit)
+            .send_hard_limit(self.send_hard_limit)
+            .write_deadline(self.write_deadline)
+            .socket_send_buffer(self.socket_send_buffer)
+            .partial_frame_timeout(self.partial_frame_timeout)
+            .drain_timeout(self.drain_timeout)
+            .flush_interval(self.flush_interval)
+            .prefault_pool(self.prefault)
+            .echo(self.echo)
+            .io(self.io.into())
+            .send_zerocopy_threshold(self.send_zerocopy_threshold)
+            .workers(self.workers.unwrap_or_else(default_workers))
+            .reuse_port(self.reuse_port)
+            .pin_workers(!self.no_pin)
+            .receive_buffers(self.receive_buffers))
     }
 }
 

@@ -7,7 +7,26 @@ use gamewire_proto::{DEFAULT_MAX_PAYLOAD, MAX_PAYLOAD_LIMIT};
 
 /// Everything a [`crate::Server`] needs. [`ServerConfig::default`] is protocol v1's defaults on
 /// `127.0.0.1:7777`.
+///
+/// Built from the default with one setter per field (each named after it; the fields stay readable and
+/// assignable), so that a field added later breaks no caller (`#[non_exhaustive]`).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use gamewire_net::{IoBackend, ServerConfig};
+///
+/// let config = ServerConfig::default()
+///     .addr("127.0.0.1:0".parse().unwrap())
+///     .workers(2)
+///     .io(IoBackend::Mio)
+///     .flush_interval(Duration::from_millis(30));
+/// assert_eq!(config.workers, 2);
+/// config.validate().unwrap();
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// Address to listen on.
     pub addr: SocketAddr,
@@ -122,6 +141,159 @@ impl Default for ServerConfig {
             ring_slots: 1 << 14,
             receive_buffers: 0,
         }
+    }
+}
+
+/// One setter per field, for building a configuration from the default.
+impl ServerConfig {
+    /// Sets [`ServerConfig::addr`].
+    pub fn addr(mut self, value: SocketAddr) -> Self {
+        self.addr = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::world`].
+    pub fn world(mut self, value: gamewire_world::Config) -> Self {
+        self.world = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::max_payload`].
+    pub fn max_payload(mut self, value: u32) -> Self {
+        self.max_payload = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::pool_bytes`].
+    pub fn pool_bytes(mut self, value: usize) -> Self {
+        self.pool_bytes = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::chunk_size`].
+    pub fn chunk_size(mut self, value: usize) -> Self {
+        self.chunk_size = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::max_connections`].
+    pub fn max_connections(mut self, value: usize) -> Self {
+        self.max_connections = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::max_connections_per_ip`].
+    pub fn max_connections_per_ip(mut self, value: usize) -> Self {
+        self.max_connections_per_ip = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::cap_loopback`].
+    pub fn cap_loopback(mut self, value: bool) -> Self {
+        self.cap_loopback = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::send_soft_limit`].
+    pub fn send_soft_limit(mut self, value: usize) -> Self {
+        self.send_soft_limit = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::send_hard_limit`].
+    pub fn send_hard_limit(mut self, value: usize) -> Self {
+        self.send_hard_limit = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::write_deadline`].
+    pub fn write_deadline(mut self, value: Duration) -> Self {
+        self.write_deadline = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::socket_send_buffer`].
+    pub fn socket_send_buffer(mut self, value: usize) -> Self {
+        self.socket_send_buffer = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::partial_frame_timeout`].
+    pub fn partial_frame_timeout(mut self, value: Duration) -> Self {
+        self.partial_frame_timeout = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::drain_timeout`].
+    pub fn drain_timeout(mut self, value: Duration) -> Self {
+        self.drain_timeout = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::close_linger`].
+    pub fn close_linger(mut self, value: Duration) -> Self {
+        self.close_linger = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::flush_interval`].
+    pub fn flush_interval(mut self, value: Duration) -> Self {
+        self.flush_interval = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::prefault_pool`].
+    pub fn prefault_pool(mut self, value: bool) -> Self {
+        self.prefault_pool = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::io`].
+    pub fn io(mut self, value: IoBackend) -> Self {
+        self.io = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::workers`].
+    pub fn workers(mut self, value: usize) -> Self {
+        self.workers = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::reuse_port`].
+    pub fn reuse_port(mut self, value: bool) -> Self {
+        self.reuse_port = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::pin_workers`].
+    pub fn pin_workers(mut self, value: bool) -> Self {
+        self.pin_workers = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::receive_buffers`].
+    pub fn receive_buffers(mut self, value: usize) -> Self {
+        self.receive_buffers = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::ring_slots`].
+    pub fn ring_slots(mut self, value: usize) -> Self {
+        self.ring_slots = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::send_zerocopy_threshold`].
+    pub fn send_zerocopy_threshold(mut self, value: usize) -> Self {
+        self.send_zerocopy_threshold = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::echo`].
+    pub fn echo(mut self, value: bool) -> Self {
+        self.echo = value;
+        self
     }
 }
 

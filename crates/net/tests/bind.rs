@@ -6,7 +6,7 @@ mod util;
 
 use std::io;
 
-use gamewire_net::{Server, ServerConfig, ServerError};
+use gamewire_net::{Server, ServerError};
 use util::{TestServer, each_backend};
 
 #[test]
@@ -14,7 +14,7 @@ fn a_second_server_on_a_taken_address_is_refused() {
     each_backend(|config| {
         let first = TestServer::start(config.clone());
         for workers in [1, 2] {
-            let second = ServerConfig { addr: first.addr(), workers, ..config.clone() };
+            let second = config.clone().addr(first.addr()).workers(workers);
             match Server::bind(second) {
                 Err(ServerError::Bind { addr, error }) => {
                     assert_eq!(addr, first.addr());
@@ -39,7 +39,7 @@ fn servers_that_ask_to_join_share_the_port() {
         config.reuse_port = true;
         let first = TestServer::start(config.clone());
         for workers in [1, 2] {
-            let second = TestServer::start(ServerConfig { addr: first.addr(), workers, ..config.clone() });
+            let second = TestServer::start(config.clone().addr(first.addr()).workers(workers));
             assert_eq!(second.addr(), first.addr());
             // Whichever server the kernel hands it to serves it.
             let mut bob = second.join("bob");

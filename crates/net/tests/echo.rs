@@ -16,14 +16,12 @@ fn start(io: IoBackend) -> Option<Server> {
 }
 
 fn start_with(io: IoBackend, max_connections: usize) -> Option<Server> {
-    let config = ServerConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        pool_bytes: 1 << 20,
-        echo: true,
-        io,
-        max_connections,
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig::default()
+        .addr("127.0.0.1:0".parse().unwrap())
+        .pool_bytes(1 << 20)
+        .echo(true)
+        .io(io)
+        .max_connections(max_connections);
     match Server::bind(config) {
         Err(ServerError::Io(error)) if error.kind() == std::io::ErrorKind::Unsupported => {
             eprintln!("--- backend {io:?}: SKIPPED, {error}");
@@ -262,13 +260,11 @@ fn a_client_that_never_reads_is_closed_after_the_write_deadline() {
 fn hundreds_of_clients_sending_at_once_are_all_echoed() {
     const CLIENTS: usize = 300;
     for io in [IoBackend::Mio, IoBackend::Uring] {
-        let config = ServerConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            pool_bytes: 16 << 20,
-            echo: true,
-            io,
-            ..ServerConfig::default()
-        };
+        let config = ServerConfig::default()
+            .addr("127.0.0.1:0".parse().unwrap())
+            .pool_bytes(16 << 20)
+            .echo(true)
+            .io(io);
         let server = match Server::bind(config) {
             Err(ServerError::Io(error)) if error.kind() == ErrorKind::Unsupported => {
                 eprintln!("--- backend {io:?}: SKIPPED, {error}");

@@ -23,7 +23,7 @@ fn uring_configs() -> Vec<ServerConfig> {
     config.io = IoBackend::Uring;
     match Server::bind(config.clone()) {
         Ok(_) => {
-            let zerocopy = ServerConfig { send_zerocopy_threshold: 1, ..config.clone() };
+            let zerocopy = config.clone().send_zerocopy_threshold(1);
             vec![config, zerocopy]
         }
         Err(ServerError::Io(error)) if error.kind() == io::ErrorKind::Unsupported => {

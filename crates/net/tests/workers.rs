@@ -12,7 +12,7 @@ use util::{TestServer, base_config};
 fn configs(workers: usize) -> Vec<gamewire_net::ServerConfig> {
     let mut configs = Vec::new();
     for io in [IoBackend::Mio, IoBackend::Uring] {
-        let config = gamewire_net::ServerConfig { io, workers, ..base_config() };
+        let config = base_config().io(io).workers(workers);
         match gamewire_net::Server::bind(config.clone()) {
             Ok(_) => configs.push(config),
             Err(error) => eprintln!("--- {io:?}: SKIPPED, {error}"),

@@ -114,19 +114,17 @@ fn relaying_moves_in_steady_state_allocates_nothing_on_the_server() {
 
 fn relay_and_count_allocations(io: IoBackend, workers: usize) {
     let limits = RateLimits { moves: Rate::new(10_000.0, 10_000.0), ..RateLimits::default() };
-    let config = ServerConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        pool_bytes: 4 << 20,
-        world: gamewire_world::Config {
+    let config = ServerConfig::default()
+        .addr("127.0.0.1:0".parse().unwrap())
+        .pool_bytes(4 << 20)
+        .world(gamewire_world::Config {
             spawn: Some((500.0, 500.0)),
             max_speed: 1000.0,
             limits,
             ..gamewire_world::Config::default()
-        },
-        io,
-        workers,
-        ..ServerConfig::default()
-    };
+        })
+        .io(io)
+        .workers(workers);
     let server = match Server::bind(config) {
         Err(ServerError::Io(error)) if error.kind() == std::io::ErrorKind::Unsupported => {
             eprintln!("--- backend {io:?}: SKIPPED, {error}");

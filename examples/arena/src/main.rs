@@ -58,18 +58,15 @@ fn main() -> anyhow::Result<()> {
     arena.aoi_radius = args.aoi_radius;
     let game = Arena::new(arena).context("arena settings")?;
 
-    let config = ServerConfig {
-        addr: args.addr,
-        workers: args.workers,
-        io: match args.io {
-            Io::Auto => IoBackend::Auto,
-            Io::Mio => IoBackend::Mio,
-            Io::Uring => IoBackend::Uring,
-        },
-        // The core's connection cap follows the game's player cap (plus room for those still in HELLO).
-        max_connections: args.max_players + args.max_players / 10 + 16,
-        ..ServerConfig::default()
+    let io = match args.io {
+        Io::Auto => IoBackend::Auto,
+        Io::Mio => IoBackend::Mio,
+        Io::Uring => IoBackend::Uring,
     };
+    // The core's connection cap follows the game's player cap (plus room for those still in HELLO).
+    let max_connections = args.max_players + args.max_players / 10 + 16;
+    let config =
+        ServerConfig::default().addr(args.addr).workers(args.workers).io(io).max_connections(max_connections);
     let server = Server::with_game(config, game).context("cannot start the server")?;
     tracing::info!(addr = %server.local_addr(), io = ?server.io_backend(), workers = server.workers(), tick_hz = args.tick_hz, "arena serving");
 

@@ -191,12 +191,8 @@ fn add_frame(amount: u32) -> Vec<u8> {
 
 #[test]
 fn two_players_share_one_counter() {
-    let config = ServerConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        io: IoBackend::Mio,
-        pool_bytes: 4 << 20,
-        ..ServerConfig::default()
-    };
+    let config =
+        ServerConfig::default().addr("127.0.0.1:0".parse().unwrap()).io(IoBackend::Mio).pool_bytes(4 << 20);
     let game = Counter { ids: PlayerIds::new(100), total: 0, players: Vec::new() };
     let server = Server::with_game(config, game).expect("server starts");
     let (addr, handle, stop) = (server.local_addr(), server.handle(), server.shutdown_handle());

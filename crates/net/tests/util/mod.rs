@@ -79,18 +79,16 @@ impl Backend {
 /// fixed spawn point at [`SPAWN`], short drain and linger, and a generous PING rate (tests use PING
 /// round trips as barriers; its limit is not what they test).
 pub(crate) fn base_config() -> ServerConfig {
-    ServerConfig {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        world: gamewire_world::Config {
+    ServerConfig::default()
+        .addr(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .world(gamewire_world::Config {
             spawn: Some(SPAWN),
             limits: RateLimits { pings: Rate::new(1000.0, 1000.0), ..RateLimits::default() },
             ..gamewire_world::Config::default()
-        },
-        pool_bytes: 4 << 20,
-        drain_timeout: Duration::from_secs(3),
-        close_linger: Duration::from_secs(1),
-        ..ServerConfig::default()
-    }
+        })
+        .pool_bytes(4 << 20)
+        .drain_timeout(Duration::from_secs(3))
+        .close_linger(Duration::from_secs(1))
 }
 
 /// Workers the suite runs with, on each backend: one (the world inside the worker) and several (the

@@ -37,13 +37,11 @@ impl Running {
     /// Starts an arena with `arena`'s rules on 127.0.0.1, port 0. `None` (saying why) if `io` cannot
     /// run on this machine.
     pub(crate) fn start(arena: ArenaConfig, io: IoBackend, workers: usize) -> Option<Running> {
-        let config = ServerConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            pool_bytes: 4 << 20,
-            io,
-            workers,
-            ..ServerConfig::default()
-        };
+        let config = ServerConfig::default()
+            .addr("127.0.0.1:0".parse().unwrap())
+            .pool_bytes(4 << 20)
+            .io(io)
+            .workers(workers);
         let server = match Server::with_game(config, Arena::new(arena).expect("valid arena")) {
             Err(ServerError::Io(error)) if error.kind() == io::ErrorKind::Unsupported => {
                 eprintln!("--- backend {io:?}: SKIPPED, {error}");
