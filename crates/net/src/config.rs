@@ -362,7 +362,7 @@ impl ConfigError {
     /// ```
     /// use gamewire_net::ServerConfig;
     ///
-    /// let error = ServerConfig { max_connections: 0, ..ServerConfig::default() }.validate().unwrap_err();
+    /// let error = ServerConfig::default().max_connections(0).validate().unwrap_err();
     /// assert_eq!(error.to_string(), "max_connections must be at least 1, got 0");
     /// let flag = |field: &'static str| format!("--{}", field.replace('_', "-"));
     /// assert_eq!(error.describe(&flag), "--max-connections must be at least 1, got 0");
