@@ -144,7 +144,7 @@ impl<G: Game> Server<G> {
             match backend {
                 #[cfg(target_os = "linux")]
                 IoBackend::Uring => {
-                    let fd = crate::sys::uring::new_wake_fd()?;
+                    let fd = crate::sys::uring_ring::new_wake_fd()?;
                     wake_fds.push(std::os::fd::AsRawFd::as_raw_fd(&fd));
                     wakers.push(LoopWaker::EventFd(std::fs::File::from(fd)));
                 }
@@ -396,14 +396,14 @@ fn choose_backend(config: &ServerConfig) -> Result<IoBackend, ServerError> {
     match (config.io, config.echo) {
         (IoBackend::Mio, _) => Ok(IoBackend::Mio),
         #[cfg(target_os = "linux")]
-        (IoBackend::Uring, _) => match crate::sys::uring::probe() {
+        (IoBackend::Uring, _) => match crate::sys::uring_ring::probe() {
             Ok(()) => Ok(IoBackend::Uring),
             Err(error) => Err(unsupported(format!("--io uring: {error}"))),
         },
         #[cfg(not(target_os = "linux"))]
         (IoBackend::Uring, _) => Err(unsupported("--io uring: io_uring exists on Linux only".into())),
         #[cfg(target_os = "linux")]
-        (IoBackend::Auto, _) => match crate::sys::uring::probe() {
+        (IoBackend::Auto, _) => match crate::sys::uring_ring::probe() {
             Ok(()) => {
                 tracing::info!("io backend: io_uring (multishot accept and receive, provided-buffer ring)");
                 Ok(IoBackend::Uring)

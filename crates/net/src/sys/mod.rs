@@ -38,6 +38,8 @@ pub(crate) mod mio_echo;
 pub(crate) mod uring;
 #[cfg(target_os = "linux")]
 pub(crate) mod uring_echo;
+#[cfg(target_os = "linux")]
+pub(crate) mod uring_ring;
 
 /// How often deadlines are checked; also bounds how late a timeout fires.
 pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_millis(100);

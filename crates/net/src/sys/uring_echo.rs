@@ -17,7 +17,7 @@ use slab::Slab;
 use socket2::SockRef;
 
 use super::echo::{Backlog, EchoLimits, EchoTimers, sweep_verdicts};
-use super::uring::{
+use super::uring_ring::{
     BUFFER_GROUP, BufferRing, Op, SUBMISSION_ENTRIES, build_ring, decode_user_data, push_entry, user_data,
 };
 use super::{ACCEPT_RETRY, SWEEP_INTERVAL};
