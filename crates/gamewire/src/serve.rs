@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use gamewire_cli::{WorldArgs, seconds};
-use gamewire_net::{IoBackend, Server, ServerConfig, ServerError};
+use gamewire_net::{EchoServer, IoBackend, RunStats, Server, ServerConfig, ServerError, ShutdownHandle};
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -147,7 +147,6 @@ impl ServeArgs {
             .drain_timeout(self.drain_timeout)
             .flush_interval(self.flush_interval)
             .prefault_pool(self.prefault)
-            .echo(self.echo)
             .io(self.io.into())
             .send_zerocopy_threshold(self.send_zerocopy_threshold)
             .workers(self.workers.unwrap_or_else(default_workers))
@@ -189,8 +188,58 @@ fn print_numa(workers: usize, pinned: bool) {
     }
 }
 
+/// What `serve` runs: protocol v1's game, or raw echo (`--echo`).
+enum Serving {
+    Game(Server),
+    Echo(EchoServer),
+}
+
+impl Serving {
+    fn bind(config: ServerConfig, echo: bool) -> Result<Serving, ServerError> {
+        match echo {
+            true => EchoServer::bind(config).map(Serving::Echo),
+            false => Server::bind(config).map(Serving::Game),
+        }
+    }
+
+    fn io_backend(&self) -> IoBackend {
+        match self {
+            Serving::Game(server) => server.io_backend(),
+            Serving::Echo(server) => server.io_backend(),
+        }
+    }
+
+    fn workers(&self) -> usize {
+        match self {
+            Serving::Game(server) => server.workers(),
+            Serving::Echo(server) => server.workers(),
+        }
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        match self {
+            Serving::Game(server) => server.local_addr(),
+            Serving::Echo(server) => server.local_addr(),
+        }
+    }
+
+    fn shutdown_handle(&self) -> ShutdownHandle {
+        match self {
+            Serving::Game(server) => server.shutdown_handle(),
+            Serving::Echo(server) => server.shutdown_handle(),
+        }
+    }
+
+    fn run(self) -> Result<RunStats, ServerError> {
+        match self {
+            Serving::Game(server) => server.run(),
+            Serving::Echo(server) => server.run(),
+        }
+    }
+}
+
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let numa = args.numa;
+    let (numa, echo) = (args.numa, args.echo);
     let config = args.into_config()?;
     // Checked here rather than left to `Server::bind`, to name each parameter by its flag, in one
     // line.
@@ -202,7 +251,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let world = &config.world;
     let limits = &world.limits;
-    let server = match Server::bind(config.clone()) {
+    let server = match Serving::bind(config.clone(), echo) {
         Ok(server) => server,
         Err(ServerError::Bind { addr, error }) if error.kind() == std::io::ErrorKind::AddrInUse => {
             anyhow::bail!(
@@ -216,7 +265,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         IoBackend::Uring => "io_uring",
         _ => "mio",
     };
-    let mode = if config.echo { "raw echo" } else { "protocol v1" };
+    let mode = if echo { "raw echo" } else { "protocol v1" };
     let workers = server.workers();
     tracing::info!(addr = %server.local_addr(), workers, "gamewire listening ({mode}, backend {backend})");
     tracing::info!(

@@ -107,9 +107,6 @@ pub struct ServerConfig {
     /// 0, the default, never does: the kernel documentation puts the gain above about 10 KB, and on
     /// loopback it never pays (see docs/BENCHMARKS.md).
     pub send_zerocopy_threshold: usize,
-    /// Echo raw bytes instead of playing the game (no framing, no world): for comparing the I/O core
-    /// with other runtimes under a standard echo client.
-    pub echo: bool,
 }
 
 impl Default for ServerConfig {
@@ -132,7 +129,6 @@ impl Default for ServerConfig {
             close_linger: Duration::from_secs(2),
             flush_interval: Duration::ZERO,
             prefault_pool: false,
-            echo: false,
             io: IoBackend::Auto,
             send_zerocopy_threshold: 0,
             workers: 1,
@@ -287,12 +283,6 @@ impl ServerConfig {
     /// Sets [`ServerConfig::send_zerocopy_threshold`].
     pub fn send_zerocopy_threshold(mut self, value: usize) -> Self {
         self.send_zerocopy_threshold = value;
-        self
-    }
-
-    /// Sets [`ServerConfig::echo`].
-    pub fn echo(mut self, value: bool) -> Self {
-        self.echo = value;
         self
     }
 }

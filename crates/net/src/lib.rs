@@ -25,5 +25,5 @@ mod world_thread;
 pub use config::{ConfigError, IoBackend, MAX_WORKERS, MIN_MAX_PAYLOAD, ServerConfig};
 pub use control::ShutdownHandle;
 pub use game::ServerHandle;
-pub use server::{Server, ServerError};
+pub use server::{EchoServer, Server, ServerError};
 pub use worker::RunStats;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gamewire_pool::{Pool, PoolConfig, PoolError};
-use gamewire_world::{Game, World};
+use gamewire_proto::PacketSet;
+use gamewire_world::{Game, Verdict, World};
 use mio::{Poll, Waker};
 
 use crate::control::{LoopWaker, ShutdownHandle, ShutdownState};
@@ -123,8 +124,13 @@ impl<G: Game> Server<G> {
     /// [`ServerError`] if the configuration is invalid, a pool cannot be mapped or the address cannot
     /// be bound.
     pub fn with_game(config: ServerConfig, game: G) -> Result<Server<G>, ServerError> {
+        Server::build(config, Some(game))
+    }
+
+    /// [`Server::with_game`], or with `None` the loops of an [`EchoServer`].
+    fn build(config: ServerConfig, game: Option<G>) -> Result<Server<G>, ServerError> {
         config.validate()?;
-        let client_packets = game.client_packets();
+        let client_packets = game.as_ref().map_or(PacketSet::EMPTY, Game::client_packets);
         let count = config.workers;
         let new_pool =
             || Pool::new(PoolConfig { chunk_size: config.chunk_size, chunk_count: config.chunk_count() });
@@ -159,19 +165,26 @@ impl<G: Game> Server<G> {
         let now = Instant::now();
         // The world: inside the one worker, or on its own thread with its own pool for the frames it
         // encodes. None in echo mode.
-        let (links, world_thread, handle): (Vec<(WorldLink<G>, Pool)>, _, _) = if config.echo {
-            // No game runs: its handle's commands go nowhere.
+        let (links, world_thread, handle): (Vec<(WorldLink<G>, Pool)>, _, _) = if let Some(game) = game {
+            if count == 1 {
+                let (inbox, handle) = crate::game::channel(GameWaker::Worker(shutdown.0.clone()));
+                (vec![(WorldLink::Inline(game, inbox), pools[0].clone())], None, handle)
+            } else {
+                let world_pool = new_pool()?;
+                let (remotes, thread, handle) = world_thread::start(
+                    game,
+                    world_pool.clone(),
+                    &pools,
+                    config.ring_slots,
+                    shutdown.0.clone(),
+                )?;
+                let links = remotes.into_iter().map(|remote| (WorldLink::Remote(remote), world_pool.clone()));
+                (links.collect(), Some(thread), handle)
+            }
+        } else {
+            // Echo: no game runs; the handle's commands go nowhere.
             let (_, handle) = crate::game::channel(GameWaker::Worker(shutdown.0.clone()));
             (Vec::new(), None, handle)
-        } else if count == 1 {
-            let (inbox, handle) = crate::game::channel(GameWaker::Worker(shutdown.0.clone()));
-            (vec![(WorldLink::Inline(game, inbox), pools[0].clone())], None, handle)
-        } else {
-            let world_pool = new_pool()?;
-            let (remotes, thread, handle) =
-                world_thread::start(game, world_pool.clone(), &pools, config.ring_slots, shutdown.0.clone())?;
-            let links = remotes.into_iter().map(|remote| (WorldLink::Remote(remote), world_pool.clone()));
-            (links.collect(), Some(thread), handle)
         };
         let mut links = links.into_iter();
         let mut polls = polls.into_iter();
@@ -285,6 +298,122 @@ impl<G: Game> Server<G> {
     }
 }
 
+/// A server that echoes raw bytes back (no framing, no game): the same event loops, pools, limits and
+/// deadlines as a game server, for comparing the I/O core with other runtimes under a standard echo
+/// client. A connection's backlog is bounded in pool chunks (see `sys/echo.rs`).
+///
+/// # Examples
+///
+/// ```no_run
+/// use gamewire_net::{EchoServer, ServerConfig};
+///
+/// let server = EchoServer::bind(ServerConfig::default().addr("127.0.0.1:7000".parse().unwrap()))?;
+/// server.shutdown_handle().stop_on_signals()?;
+/// server.run()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct EchoServer(Server<NoGame>);
+
+impl EchoServer {
+    /// Validates `config` (its `world` is not read), maps the pools and binds the listeners.
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::bind`].
+    pub fn bind(config: ServerConfig) -> Result<EchoServer, ServerError> {
+        Server::build(config, None).map(EchoServer)
+    }
+
+    /// The address the listener is bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.0.local_addr()
+    }
+
+    /// The event loop chosen (never [`IoBackend::Auto`]).
+    pub fn io_backend(&self) -> IoBackend {
+        self.0.io_backend()
+    }
+
+    /// A handle that stops [`EchoServer::run`].
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.0.shutdown_handle()
+    }
+
+    /// The number of workers (event loops).
+    pub fn workers(&self) -> usize {
+        self.0.workers()
+    }
+
+    /// Echoes until shut down; as [`Server::run`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::run`].
+    pub fn run(self) -> Result<RunStats, ServerError> {
+        self.0.run()
+    }
+}
+
+/// The game type of an [`EchoServer`]'s inner server: none runs (the echo loops carry no game), so
+/// its calls are never made; they answer as a game that accepts no packet would.
+#[derive(Debug)]
+pub(crate) struct NoGame;
+
+impl Game for NoGame {
+    type Session = ();
+    type Command = std::convert::Infallible;
+
+    fn client_packets(&self) -> PacketSet {
+        PacketSet::EMPTY
+    }
+
+    fn open(&mut self, _now: Instant) {}
+
+    fn handle(
+        &mut self,
+        _now: Instant,
+        _completed_at: Instant,
+        _session: &mut (),
+        _frame: gamewire_proto::RawFrame<'_>,
+        _out: &mut impl gamewire_world::Outbox,
+    ) -> Verdict {
+        Verdict::Close
+    }
+
+    fn deadline(&self, _session: &()) -> Option<Instant> {
+        None
+    }
+
+    fn poll_timeout(
+        &mut self,
+        _now: Instant,
+        _session: &mut (),
+        _out: &mut impl gamewire_world::Outbox,
+    ) -> Verdict {
+        Verdict::Continue
+    }
+
+    fn fail(
+        &mut self,
+        _session: &mut (),
+        _code: gamewire_proto::ErrorCode,
+        _out: &mut impl gamewire_world::Outbox,
+    ) -> Verdict {
+        Verdict::Close
+    }
+
+    fn close(&mut self, _session: &mut (), _out: &mut impl gamewire_world::Outbox) {}
+
+    fn player(&self, _session: &()) -> Option<gamewire_world::PlayerId> {
+        None
+    }
+
+    fn player_count(&self) -> usize {
+        0
+    }
+}
+
 /// What every worker thread needs to start.
 #[derive(Debug)]
 struct WorkerSettings {
@@ -393,17 +522,17 @@ enum WorkerParts<G: Game> {
 /// Resolves `config.io` to the backend that will run, logging the choice of `Auto` and why.
 fn choose_backend(config: &ServerConfig) -> Result<IoBackend, ServerError> {
     let unsupported = |reason: String| ServerError::Io(io::Error::new(io::ErrorKind::Unsupported, reason));
-    match (config.io, config.echo) {
-        (IoBackend::Mio, _) => Ok(IoBackend::Mio),
+    match config.io {
+        IoBackend::Mio => Ok(IoBackend::Mio),
         #[cfg(target_os = "linux")]
-        (IoBackend::Uring, _) => match crate::sys::uring_ring::probe() {
+        IoBackend::Uring => match crate::sys::uring_ring::probe() {
             Ok(()) => Ok(IoBackend::Uring),
             Err(error) => Err(unsupported(format!("--io uring: {error}"))),
         },
         #[cfg(not(target_os = "linux"))]
-        (IoBackend::Uring, _) => Err(unsupported("--io uring: io_uring exists on Linux only".into())),
+        IoBackend::Uring => Err(unsupported("--io uring: io_uring exists on Linux only".into())),
         #[cfg(target_os = "linux")]
-        (IoBackend::Auto, _) => match crate::sys::uring_ring::probe() {
+        IoBackend::Auto => match crate::sys::uring_ring::probe() {
             Ok(()) => {
                 tracing::info!("io backend: io_uring (multishot accept and receive, provided-buffer ring)");
                 Ok(IoBackend::Uring)
@@ -414,7 +543,7 @@ fn choose_backend(config: &ServerConfig) -> Result<IoBackend, ServerError> {
             }
         },
         #[cfg(not(target_os = "linux"))]
-        (IoBackend::Auto, _) => Ok(IoBackend::Mio),
+        IoBackend::Auto => Ok(IoBackend::Mio),
     }
 }
 

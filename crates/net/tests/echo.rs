@@ -7,22 +7,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use gamewire_net::{IoBackend, Server, ServerConfig, ServerError};
+use gamewire_net::{EchoServer, IoBackend, ServerConfig, ServerError};
 
 /// An echo server on `io` with a 1 MiB pool, or `None` (with the reason printed) where the machine
 /// cannot run that backend.
-fn start(io: IoBackend) -> Option<Server> {
+fn start(io: IoBackend) -> Option<EchoServer> {
     start_with(io, ServerConfig::default().max_connections)
 }
 
-fn start_with(io: IoBackend, max_connections: usize) -> Option<Server> {
+fn start_with(io: IoBackend, max_connections: usize) -> Option<EchoServer> {
     let config = ServerConfig::default()
         .addr("127.0.0.1:0".parse().unwrap())
         .pool_bytes(1 << 20)
-        .echo(true)
         .io(io)
         .max_connections(max_connections);
-    match Server::bind(config) {
+    match EchoServer::bind(config) {
         Err(ServerError::Io(error)) if error.kind() == std::io::ErrorKind::Unsupported => {
             eprintln!("--- backend {io:?}: SKIPPED, {error}");
             None
@@ -260,12 +259,8 @@ fn a_client_that_never_reads_is_closed_after_the_write_deadline() {
 fn hundreds_of_clients_sending_at_once_are_all_echoed() {
     const CLIENTS: usize = 300;
     for io in [IoBackend::Mio, IoBackend::Uring] {
-        let config = ServerConfig::default()
-            .addr("127.0.0.1:0".parse().unwrap())
-            .pool_bytes(16 << 20)
-            .echo(true)
-            .io(io);
-        let server = match Server::bind(config) {
+        let config = ServerConfig::default().addr("127.0.0.1:0".parse().unwrap()).pool_bytes(16 << 20).io(io);
+        let server = match EchoServer::bind(config) {
             Err(ServerError::Io(error)) if error.kind() == ErrorKind::Unsupported => {
                 eprintln!("--- backend {io:?}: SKIPPED, {error}");
                 continue;
