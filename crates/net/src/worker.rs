@@ -193,14 +193,13 @@ impl<S, G: Game> Worker<S, G> {
     /// a game whose clients send `client_packets`.
     pub(crate) fn new(
         config: ServerConfig,
-        world: WorldLink<G>,
+        mut world: WorldLink<G>,
         client_packets: PacketSet,
         pool: Pool,
         frame_pool: Pool,
         places: Arc<Places>,
         now: Instant,
     ) -> Self {
-        let mut world = world;
         if let WorldLink::Inline(game, inbox) = &mut world {
             // The tick clock starts with the worker (the world thread starts its own).
             inbox.start(game, now);
