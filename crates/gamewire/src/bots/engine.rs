@@ -30,10 +30,14 @@ type Schedule = BinaryHeap<Reverse<(u64, Action, usize, u32)>>;
 /// drops the send (the server is overloaded: that is what is being measured).
 pub(super) const MAX_PENDING: usize = 1 << 20;
 
+/// Slots of the per-kind counters: one per protocol v1 packet id (1..=11), slot 0 for any other id
+/// (counted as "?", never a panic: a server may send what the bots do not know).
+pub(super) const KIND_SLOTS: usize = PacketKind::ALL.len() + 1;
+
 /// What the run counts; the warm-up's counts are dropped when it ends (all but connect failures).
 pub(super) struct Counters {
-    pub(super) sent: [u64; 12],
-    pub(super) received: [u64; 12],
+    pub(super) sent: [u64; KIND_SLOTS],
+    pub(super) received: [u64; KIND_SLOTS],
     pub(super) errors: BTreeMap<u32, u64>,
     pub(super) disconnects: u64,
     pub(super) connect_failures: u64,
@@ -48,8 +52,8 @@ pub(super) struct Counters {
 impl Counters {
     pub(super) fn new() -> Self {
         Counters {
-            sent: [0; 12],
-            received: [0; 12],
+            sent: [0; KIND_SLOTS],
+            received: [0; KIND_SLOTS],
             errors: BTreeMap::new(),
             disconnects: 0,
             connect_failures: 0,

@@ -160,7 +160,7 @@ pub(crate) fn simulate(args: &BotsArgs) -> anyhow::Result<Summary> {
     let duration_seconds = args.duration;
     let frames_received: u64 = counters.received.iter().sum();
     let kind_name = |i: usize| PacketKind::from_id(i as u32).map_or("?", PacketKind::name);
-    let counted = |array: &[u64; 12]| -> BTreeMap<&'static str, u64> {
+    let counted = |array: &[u64; engine::KIND_SLOTS]| -> BTreeMap<&'static str, u64> {
         array.iter().enumerate().filter(|(_, n)| **n > 0).map(|(i, n)| (kind_name(i), *n)).collect()
     };
     let errors: BTreeMap<String, u64> =
