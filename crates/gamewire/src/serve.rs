@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use gamewire_cli::{WorldArgs, seconds};
-use gamewire_net::{EchoServer, IoBackend, RunStats, Server, ServerConfig, ServerError, ShutdownHandle};
+use gamewire_net::{
+    ConfigError, EchoServer, IoBackend, RunStats, Server, ServerConfig, ServerError, ShutdownHandle,
+};
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -55,7 +57,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "10", value_parser = seconds, value_name = "SECONDS")]
     drain_timeout: Duration,
     /// Echo raw bytes back instead of playing (no framing): for comparing the I/O core with other
-    /// runtimes under a standard echo client.
+    /// runtimes under a standard echo client. A connection through which nothing moves for
+    /// --idle-timeout is closed.
     #[arg(long)]
     echo: bool,
     /// Longest seconds a client's queued frame waits for others to share its write: 0 flushes every
@@ -118,21 +121,21 @@ impl From<Io> for IoBackend {
 }
 
 impl ServeArgs {
-    /// The configuration these flags ask for, not validated yet.
+    /// The server's configuration and protocol v1's rules these flags ask for, not validated yet.
     ///
     /// # Errors
     ///
     /// `--pool-mib` beyond the address space.
-    fn into_config(self) -> anyhow::Result<ServerConfig> {
+    fn into_config(self) -> anyhow::Result<(ServerConfig, gamewire_world::Config)> {
         let Some(pool_bytes) = self.pool_mib.checked_mul(1 << 20) else {
             anyhow::bail!(
                 "invalid configuration: --pool-mib {} is more memory than can exist",
                 self.pool_mib
             );
         };
-        Ok(ServerConfig::default()
+        let rules = self.world.to_config(self.max_connections);
+        let config = ServerConfig::default()
             .addr(self.addr)
-            .world(self.world.to_config(self.max_connections))
             .max_payload(self.max_payload)
             .pool_bytes(pool_bytes)
             .chunk_size(self.chunk_size)
@@ -152,7 +155,8 @@ impl ServeArgs {
             .workers(self.workers.unwrap_or_else(default_workers))
             .reuse_port(self.reuse_port)
             .pin_workers(!self.no_pin)
-            .receive_buffers(self.receive_buffers))
+            .receive_buffers(self.receive_buffers);
+        Ok((config, rules))
     }
 }
 
@@ -195,10 +199,12 @@ enum Serving {
 }
 
 impl Serving {
-    fn bind(config: ServerConfig, echo: bool) -> Result<Serving, ServerError> {
+    /// Raw echo closes a connection idle for the rules' `idle_timeout` (`--idle-timeout`), as
+    /// protocol v1 closes an idle player.
+    fn bind(config: ServerConfig, rules: gamewire_world::Config, echo: bool) -> Result<Serving, ServerError> {
         match echo {
-            true => EchoServer::bind(config).map(Serving::Echo),
-            false => Server::bind(config).map(Serving::Game),
+            true => EchoServer::with_idle_timeout(config, rules.idle_timeout).map(Serving::Echo),
+            false => Server::bind(config, rules).map(Serving::Game),
         }
     }
 
@@ -240,18 +246,19 @@ impl Serving {
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (numa, echo) = (args.numa, args.echo);
-    let config = args.into_config()?;
+    let (config, rules) = args.into_config()?;
     // Checked here rather than left to `Server::bind`, to name each parameter by its flag, in one
-    // line.
-    if let Err(error) = config.validate() {
+    // line: the server's first (`--max-connections 0` is its fault, not that of the world's
+    // `max_players` derived from it), then the rules (with --echo too: they hold its idle timeout).
+    let valid = config.validate().and_then(|()| rules.validate().map_err(ConfigError::from));
+    if let Err(error) = valid {
         anyhow::bail!("invalid configuration: {}", error.describe(&gamewire_cli::flag_name));
     }
     if numa {
         print_numa(config.workers, config.pin_workers);
     }
-    let world = &config.world;
-    let limits = &world.limits;
-    let server = match Serving::bind(config.clone(), echo) {
+    let limits = &rules.limits;
+    let server = match Serving::bind(config.clone(), rules.clone(), echo) {
         Ok(server) => server,
         Err(ServerError::Bind { addr, error }) if error.kind() == std::io::ErrorKind::AddrInUse => {
             anyhow::bail!(
@@ -269,13 +276,13 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let workers = server.workers();
     tracing::info!(addr = %server.local_addr(), workers, "gamewire listening ({mode}, backend {backend})");
     tracing::info!(
-        world = format_args!("{}x{}", world.world_w, world.world_h),
-        aoi_radius = world.aoi_radius,
-        max_speed = world.max_speed,
-        attack_range = world.attack_range,
-        damage = world.damage,
-        max_hp = world.max_hp,
-        spawn = ?world.spawn,
+        world = format_args!("{}x{}", rules.world_w, rules.world_h),
+        aoi_radius = rules.aoi_radius,
+        max_speed = rules.max_speed,
+        attack_range = rules.attack_range,
+        damage = rules.damage,
+        max_hp = rules.max_hp,
+        spawn = ?rules.spawn,
         "world"
     );
     tracing::info!(
@@ -295,8 +302,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         chats = format_args!("{}/s burst {}", limits.chats.per_second, limits.chats.burst),
         attacks = format_args!("{}/s burst {}", limits.attacks.per_second, limits.attacks.burst),
         pings = format_args!("{}/s burst {}", limits.pings.per_second, limits.pings.burst),
-        hello_timeout = ?world.hello_timeout,
-        idle_timeout = ?world.idle_timeout,
+        hello_timeout = ?rules.hello_timeout,
+        idle_timeout = ?rules.idle_timeout,
         partial_frame_timeout = ?config.partial_frame_timeout,
         write_deadline = ?config.write_deadline,
         "rate limits and deadlines"

@@ -1,12 +1,15 @@
-//! Server parameters: the world's rules plus everything about connections, memory and deadlines.
+//! Server parameters: everything about connections, memory and deadlines (a game's rules are the
+//! game's: protocol v1's go to `Server::bind`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use gamewire_proto::{DEFAULT_MAX_PAYLOAD, MAX_PAYLOAD_LIMIT};
 
-/// Everything a [`crate::Server`] needs. [`ServerConfig::default`] is protocol v1's defaults on
-/// `127.0.0.1:7777`.
+/// Everything a [`crate::Server`] needs besides its game. [`ServerConfig::default`] is protocol v1's
+/// defaults on `127.0.0.1:7777`. The game's rules are not here: protocol v1's
+/// ([`gamewire_world::Config`]) are passed to [`crate::Server::bind`] beside this, and another game
+/// takes its own when it is built.
 ///
 /// Built from the default with one setter per field (each named after it; the fields stay readable and
 /// assignable), so that a field added later breaks no caller (`#[non_exhaustive]`).
@@ -30,8 +33,6 @@ use gamewire_proto::{DEFAULT_MAX_PAYLOAD, MAX_PAYLOAD_LIMIT};
 pub struct ServerConfig {
     /// Address to listen on.
     pub addr: SocketAddr,
-    /// Game rules.
-    pub world: gamewire_world::Config,
     /// Largest client payload accepted (`data_length`); bigger is TOO_LARGE.
     pub max_payload: u32,
     /// Size of the buffer pool's one mapped region, in bytes.
@@ -113,7 +114,6 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 7777)),
-            world: gamewire_world::Config::default(),
             max_payload: DEFAULT_MAX_PAYLOAD,
             pool_bytes: 64 << 20,
             chunk_size: 4096,
@@ -145,12 +145,6 @@ impl ServerConfig {
     /// Sets [`ServerConfig::addr`].
     pub fn addr(mut self, value: SocketAddr) -> Self {
         self.addr = value;
-        self
-    }
-
-    /// Sets [`ServerConfig::world`].
-    pub fn world(mut self, value: gamewire_world::Config) -> Self {
-        self.world = value;
         self
     }
 
@@ -303,12 +297,12 @@ pub enum IoBackend {
 /// Why a [`ServerConfig`] was refused.
 ///
 /// Each message names the parameters at fault by their field names in [`ServerConfig`]
-/// (`max_connections`, `world.aoi_radius` is `aoi_radius`); [`ConfigError::describe`] names them
-/// otherwise, as a command line's flags.
+/// (`max_connections`) or in protocol v1's rules (`aoi_radius`, for [`crate::Server::bind`]);
+/// [`ConfigError::describe`] names them otherwise, as a command line's flags.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The world's parameters.
+    /// Protocol v1's rules, refused by [`crate::Server::bind`].
     World(gamewire_world::ConfigError),
     /// A number outside the values it may take.
     OutOfRange {
@@ -410,7 +404,8 @@ const MIN_CHUNKS: usize = 64;
 const MAX_CHUNK_SIZE: usize = 1 << 20;
 
 impl ServerConfig {
-    /// Checks every parameter.
+    /// Checks every parameter (a game's rules are the game's to check: protocol v1's are checked by
+    /// [`crate::Server::bind`]).
     ///
     /// # Errors
     ///
@@ -418,12 +413,9 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let out_of_range =
             |name, value: usize, expected| ConfigError::OutOfRange { name, value: value as u64, expected };
-        // Before the world's own checks: the world's `max_players` is derived from it, and a zero
-        // there is this parameter's fault.
         if self.max_connections == 0 {
             return Err(out_of_range("max_connections", 0, "be at least 1"));
         }
-        self.world.validate()?;
         if !(MIN_MAX_PAYLOAD..=MAX_PAYLOAD_LIMIT).contains(&self.max_payload) {
             return Err(out_of_range("max_payload", self.max_payload as usize, "be in 256..=65536"));
         }

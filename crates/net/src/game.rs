@@ -122,7 +122,7 @@ pub(crate) enum GameWaker {
 /// ```no_run
 /// use gamewire_net::{Server, ServerConfig};
 ///
-/// let server = Server::bind(ServerConfig::default())?;
+/// let server = Server::bind(ServerConfig::default(), gamewire_world::Config::default())?;
 /// let handle = server.handle();
 /// std::thread::spawn(move || loop {
 ///     std::thread::sleep(std::time::Duration::from_secs(10));

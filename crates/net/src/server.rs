@@ -3,7 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gamewire_pool::{Pool, PoolConfig, PoolError};
 use gamewire_proto::PacketSet;
@@ -71,7 +71,7 @@ impl From<io::Error> for ServerError {
 /// ```no_run
 /// use gamewire_net::{Server, ServerConfig};
 ///
-/// let server = Server::bind(ServerConfig::default())?;
+/// let server = Server::bind(ServerConfig::default(), gamewire_world::Config::default())?;
 /// println!("listening on {}", server.local_addr());
 /// let stop = server.shutdown_handle();
 /// std::thread::spawn(move || {
@@ -91,9 +91,8 @@ pub struct Server<G: Game = World> {
     backend: IoBackend,
     pin: bool,
     prefault: bool,
-    /// Echo mode: connections each echo loop serves at once (they share no state, so each takes its
-    /// part of `max_connections`).
-    echo_cap: usize,
+    /// Echo mode: what the echo loops take besides `config` (unread when a game runs).
+    echo: EchoSettings,
     /// The configuration in force (the echo loops read their limits from it).
     config: ServerConfig,
     /// The embedding program's way in.
@@ -101,23 +100,36 @@ pub struct Server<G: Game = World> {
 }
 
 impl Server<World> {
-    /// A server of protocol v1 ([`World`], with `config.world`'s rules): see [`Server::with_game`].
+    /// A server of protocol v1: a [`World`] with `rules` (the game), served as `config` says (the
+    /// server); see [`Server::with_game`].
     ///
     /// # Errors
     ///
-    /// [`ServerError`] if the configuration is invalid, a pool cannot be mapped or the address cannot
-    /// be bound.
-    pub fn bind(config: ServerConfig) -> Result<Server<World>, ServerError> {
+    /// [`ServerError`] if `config` is invalid, `rules` are ([`ConfigError::World`]; checked after
+    /// `config`), a pool cannot be mapped or the address cannot be bound.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use gamewire_net::{IoBackend, Server, ServerConfig};
+    ///
+    /// let config = ServerConfig::default().addr("127.0.0.1:0".parse().unwrap()).io(IoBackend::Mio);
+    /// let rules = gamewire_world::Config { max_speed: 30.0, ..gamewire_world::Config::default() };
+    /// let server = Server::bind(config, rules)?;
+    /// assert_ne!(server.local_addr().port(), 0);
+    /// # Ok::<(), gamewire_net::ServerError>(())
+    /// ```
+    pub fn bind(config: ServerConfig, rules: gamewire_world::Config) -> Result<Server<World>, ServerError> {
         config.validate()?;
-        let world = World::new(config.world.clone()).map_err(ConfigError::from)?;
+        let world = World::new(rules).map_err(ConfigError::from)?;
         Server::with_game(config, world)
     }
 }
 
 impl<G: Game> Server<G> {
     /// Validates `config`, maps the buffer pools, binds the listeners and (with several workers) starts
-    /// the thread that runs `game`; with one worker the game runs inside it. (`config.world` is
-    /// protocol v1's and is not read here.)
+    /// the thread that runs `game`; with one worker the game runs inside it. The game's rules are the
+    /// game's own, set when it was built.
     ///
     /// # Errors
     ///
@@ -221,7 +233,10 @@ impl<G: Game> Server<G> {
             backend,
             pin: config.pin_workers,
             prefault: config.prefault_pool,
-            echo_cap: config.max_connections.div_ceil(config.workers),
+            echo: EchoSettings {
+                cap: config.max_connections.div_ceil(config.workers),
+                idle_timeout: EchoServer::DEFAULT_IDLE_TIMEOUT,
+            },
             config,
             handle,
         })
@@ -260,9 +275,9 @@ impl<G: Game> Server<G> {
     ///
     /// An I/O error of an event loop itself (not of a connection: those only close the connection).
     pub fn run(self) -> Result<RunStats, ServerError> {
-        let Server { mut workers, world_thread, shutdown, pin, prefault, echo_cap, config, .. } = self;
+        let Server { mut workers, world_thread, shutdown, pin, prefault, echo, config, .. } = self;
         let cpus = if pin { crate::topology::current_cpus().unwrap_or_default() } else { Vec::new() };
-        let settings = Arc::new(WorkerSettings { cpus, prefault, shutdown: shutdown.0, echo_cap, config });
+        let settings = Arc::new(WorkerSettings { cpus, prefault, shutdown: shutdown.0, echo, config });
         let mut stats = if workers.len() == 1 {
             run_worker(0, workers.pop().expect("one worker"), &settings)?
         } else {
@@ -300,14 +315,18 @@ impl<G: Game> Server<G> {
 
 /// A server that echoes raw bytes back (no framing, no game): the same event loops, pools, limits and
 /// deadlines as a game server, for comparing the I/O core with other runtimes under a standard echo
-/// client. A connection's backlog is bounded in pool chunks (see `sys/echo.rs`).
+/// client. A connection's backlog is bounded in pool chunks (see `sys/echo.rs`), and one through which
+/// nothing moved either way for the idle timeout is closed ([`EchoServer::DEFAULT_IDLE_TIMEOUT`], or
+/// the one given to [`EchoServer::with_idle_timeout`]).
 ///
 /// # Examples
 ///
 /// ```no_run
+/// use std::time::Duration;
 /// use gamewire_net::{EchoServer, ServerConfig};
 ///
-/// let server = EchoServer::bind(ServerConfig::default().addr("127.0.0.1:7000".parse().unwrap()))?;
+/// let config = ServerConfig::default().addr("127.0.0.1:7000".parse().unwrap());
+/// let server = EchoServer::with_idle_timeout(config, Duration::from_secs(60))?;
 /// server.shutdown_handle().stop_on_signals()?;
 /// server.run()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -316,13 +335,42 @@ impl<G: Game> Server<G> {
 pub struct EchoServer(Server<NoGame>);
 
 impl EchoServer {
-    /// Validates `config` (its `world` is not read), maps the pools and binds the listeners.
+    /// The idle timeout of [`EchoServer::bind`]: 30 s, protocol v1's (`gamewire_world::Config`'s
+    /// `idle_timeout`).
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// [`EchoServer::with_idle_timeout`] with [`EchoServer::DEFAULT_IDLE_TIMEOUT`].
     ///
     /// # Errors
     ///
-    /// As [`Server::bind`].
+    /// As [`Server::with_game`].
     pub fn bind(config: ServerConfig) -> Result<EchoServer, ServerError> {
-        Server::build(config, None).map(EchoServer)
+        EchoServer::with_idle_timeout(config, EchoServer::DEFAULT_IDLE_TIMEOUT)
+    }
+
+    /// Validates `config` and `idle_timeout` (how long a connection through which nothing moved either
+    /// way stays open), maps the pools and binds the listeners.
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::with_game`]; [`ConfigError`] names `idle_timeout` if it is zero or longer than
+    /// a year.
+    pub fn with_idle_timeout(
+        config: ServerConfig,
+        idle_timeout: Duration,
+    ) -> Result<EchoServer, ServerError> {
+        config.validate()?;
+        if idle_timeout.is_zero() {
+            let expected = "be above 0 seconds";
+            return Err(ConfigError::OutOfRange { name: "idle_timeout", value: 0, expected }.into());
+        }
+        if idle_timeout > gamewire_world::MAX_TIMEOUT {
+            let seconds = idle_timeout.as_secs();
+            return Err(ConfigError::TimeoutTooLong { name: "idle_timeout", seconds }.into());
+        }
+        let mut server = Server::build(config, None)?;
+        server.echo.idle_timeout = idle_timeout;
+        Ok(EchoServer(server))
     }
 
     /// The address the listener is bound to (useful with port 0).
@@ -421,9 +469,19 @@ struct WorkerSettings {
     cpus: Vec<usize>,
     prefault: bool,
     shutdown: Arc<ShutdownState>,
-    echo_cap: usize,
+    echo: EchoSettings,
     /// The configuration, for the echo loops (a game loop's worker holds its own).
     config: ServerConfig,
+}
+
+/// What the echo loops take besides the configuration.
+#[derive(Clone, Copy, Debug)]
+struct EchoSettings {
+    /// Connections each echo loop serves at once (they share no state, so each takes its part of
+    /// `max_connections`).
+    cap: usize,
+    /// How long a connection through which nothing moved either way stays open.
+    idle_timeout: Duration,
 }
 
 /// Pins the calling thread (if asked), touches its pool, builds worker `index`'s loop and runs it.
@@ -452,11 +510,12 @@ fn run_worker<G: Game>(
         pool.prefault();
     }
     let shutdown = Arc::clone(&settings.shutdown);
-    let echo_cap = settings.echo_cap;
+    let EchoSettings { cap: echo_cap, idle_timeout } = settings.echo;
     Ok(match parts {
         WorkerParts::Mio { poll, listener, pool, worker } => match worker {
             Some(worker) => EventLoop::new(poll, listener, *worker, shutdown)?.run()?,
-            None => EchoLoop::new(poll, listener, pool, &settings.config, shutdown, echo_cap)?.run()?,
+            None => EchoLoop::new(poll, listener, pool, &settings.config, idle_timeout, shutdown, echo_cap)?
+                .run()?,
         },
         #[cfg(target_os = "linux")]
         WorkerParts::Uring { listener, pool, worker, wake_fd } => {
@@ -469,6 +528,7 @@ fn run_worker<G: Game>(
                     listener,
                     &pool,
                     &settings.config,
+                    idle_timeout,
                     shutdown,
                     wake_fd,
                     echo_cap,

@@ -826,7 +826,7 @@ mod tests {
     fn worker(now: Instant) -> Worker<(), World> {
         let config = ServerConfig::default();
         let pool = Pool::new(PoolConfig { chunk_size: 4096, chunk_count: 64 }).unwrap();
-        let world = World::new(config.world.clone()).unwrap();
+        let world = World::new(gamewire_world::Config::default()).unwrap();
         let (inbox, _handle) = crate::game::channel(crate::game::GameWaker::Thread(std::thread::current()));
         let link = WorldLink::Inline(world, inbox);
         Worker::new(config, link, PacketSet::V1_FROM_CLIENT, pool.clone(), pool, Arc::default(), now)

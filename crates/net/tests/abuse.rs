@@ -39,8 +39,8 @@ use gamewire_net::ServerConfig;
 use gamewire_proto::{ErrorCode, HEADER_LEN, Move, Packet, PacketKind, encode_frame_to_vec};
 use gamewire_world::{Rate, RateLimits};
 use util::{
-    Backend, Client, End, Frame, SPAWN, TestServer, WAIT, backend_config, each_backend, header_bytes,
-    raw_frame,
+    Backend, Client, End, Frame, SPAWN, TestServer, WAIT, backend_config, base_rules, each_backend,
+    header_bytes, raw_frame,
 };
 
 /// (kind, header player_id) of each frame, for compact assertions.
@@ -263,10 +263,10 @@ fn tail(ctx: &Ctx, stage: Stage) -> Vec<u8> {
     bytes
 }
 
-/// Runs `cases` one after another on one server, each with a fresh abuser and the same two witnesses,
-/// then checks that a newcomer finds exactly the witnesses.
-fn run_cases(config: ServerConfig, cases: &[Case]) {
-    let server = TestServer::start(config);
+/// Runs `cases` one after another on one server (of protocol v1 with `rules`), each with a fresh
+/// abuser and the same two witnesses, then checks that a newcomer finds exactly the witnesses.
+fn run_cases(config: ServerConfig, rules: gamewire_world::Config, cases: &[Case]) {
+    let server = TestServer::start_with(config, rules);
     let mut witnesses = join_witnesses(&server);
     for case in cases {
         eprintln!("case: {}", case.name);
@@ -455,7 +455,7 @@ fn spoofed_player_ids_are_fatal_and_nobody_is_acted_for_nor_attacked() {
     each_backend(|mut config| {
         // A server that waited for the payload of a header-alone case would answer only after this.
         config.partial_frame_timeout = Duration::from_secs(30);
-        run_cases(config, &cases);
+        run_cases(config, base_rules(), &cases);
     });
 }
 
@@ -491,7 +491,7 @@ fn non_finite_and_huge_floats_in_a_move_are_corrected_not_relayed() {
             }));
         }
     }
-    each_backend(|config| run_cases(config, &cases));
+    each_backend(|config| run_cases(config, base_rules(), &cases));
 }
 
 #[test]
@@ -518,11 +518,11 @@ fn teleports_are_corrected_to_the_sender_alone() {
             })
         })
         .collect();
-    each_backend(|mut config| {
+    each_backend(|config| {
         // At 1 unit/s the shortest teleport above needs 4.9 s since the last accepted position to be
         // legal: far more than a case takes even on a loaded machine. The legal steps (0.05) still pass.
-        config.world.max_speed = 1.0;
-        run_cases(config, &cases);
+        let rules = gamewire_world::Config { max_speed: 1.0, ..base_rules() };
+        run_cases(config, rules, &cases);
     });
 }
 
@@ -554,7 +554,7 @@ fn oversized_lengths_are_refused_from_the_header_alone() {
         assert_eq!(config.max_payload, gamewire_proto::DEFAULT_MAX_PAYLOAD);
         // A server that waited for the payload would time out only long after the test gave up.
         config.partial_frame_timeout = Duration::from_secs(30);
-        run_cases(config, &cases);
+        run_cases(config, base_rules(), &cases);
     });
 }
 
@@ -594,7 +594,7 @@ fn truncated_frames_time_out_or_end_with_the_half_close() {
     ];
     each_backend(|mut config| {
         config.partial_frame_timeout = PARTIAL;
-        run_cases(config, &cases);
+        run_cases(config, base_rules(), &cases);
     });
 }
 
@@ -632,7 +632,7 @@ fn invalid_utf8_in_chat_and_hello_is_malformed() {
             raw_frame(PacketKind::Hello.id(), 0, &text)
         }));
     }
-    each_backend(|config| run_cases(config, &cases));
+    each_backend(|config| run_cases(config, base_rules(), &cases));
 }
 
 #[test]
@@ -686,17 +686,17 @@ fn payloads_of_the_wrong_size_are_malformed() {
             bytes
         }),
     ];
-    each_backend(|config| run_cases(config, &cases));
+    each_backend(|config| run_cases(config, base_rules(), &cases));
 }
 
 /// A burst of `sent` packets of `kind` in one write, over protocol v1's default limit for it: the
 /// bucket's burst is served, the excess dropped, one RATE_LIMITED (non-fatal) comes back, and the
 /// witnesses see at most what the bucket allows.
-fn run_burst(mut config: ServerConfig, kind: PacketKind, sent: u32) {
-    // Protocol v1's limits, PING's included (base_config raises it for the tests' barriers; a case's
+fn run_burst(config: ServerConfig, kind: PacketKind, sent: u32) {
+    // Protocol v1's limits, PING's included (base_rules raises it for the tests' barriers; a case's
     // few barriers stay well within a burst of 10).
-    config.world.limits = RateLimits::default();
-    let limits = config.world.limits;
+    let rules = gamewire_world::Config { limits: RateLimits::default(), ..base_rules() };
+    let limits = rules.limits;
     let rate = match kind {
         PacketKind::Move => limits.moves,
         PacketKind::Chat => limits.chats,
@@ -706,7 +706,7 @@ fn run_burst(mut config: ServerConfig, kind: PacketKind, sent: u32) {
     };
     let context =
         format!("{} burst of {sent} (limit {}/s, burst {})", kind.name(), rate.per_second, rate.burst);
-    let server = TestServer::start(config);
+    let server = TestServer::start_with(config, rules);
     let mut witnesses = join_witnesses(&server);
     let witness_ids = [witnesses[0].id(), witnesses[1].id()];
     let mut abuser = server.join("abuser");
@@ -831,19 +831,20 @@ fn a_burst_over_each_rate_limit_is_dropped_with_one_rate_limited() {
 
 /// Sustained abuse (interpretation 40) on one server: an abuser sends CHAT at 10 x its limit until it is
 /// cut, while an eager player sends at 2 x the limit and is not.
-fn sustained_abuse(label: &str, mut config: ServerConfig) {
+fn sustained_abuse(label: &str, config: ServerConfig) {
     // Small limits keep the traffic modest: 20 CHATs a second against 2/s.
     let rate = Rate::new(2.0, 2.0);
     const ABUSE_PERIOD: Duration = Duration::from_millis(50);
     const EAGER_PERIOD: Duration = Duration::from_millis(250);
     const WINDOW: Duration = Duration::from_secs(10);
-    config.world.limits.chats = rate;
+    let mut rules = base_rules();
+    rules.limits.chats = rate;
     // Interpretation 40: the session ends when one 10 s window (opened by the first drop) holds
     // ceil(80 x 2) = 160 drops.
     let threshold = (80.0 * rate.per_second).ceil() as u32;
     let burst = rate.burst as u32;
 
-    let server = TestServer::start(config);
+    let server = TestServer::start_with(config, rules);
     let mut witnesses = join_witnesses(&server);
     let mut eager = server.join("eager");
     let mut abuser = server.join("abuser");

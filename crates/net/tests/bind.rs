@@ -7,7 +7,7 @@ mod util;
 use std::io;
 
 use gamewire_net::{Server, ServerError};
-use util::{TestServer, each_backend};
+use util::{TestServer, base_rules, each_backend};
 
 #[test]
 fn a_second_server_on_a_taken_address_is_refused() {
@@ -15,7 +15,7 @@ fn a_second_server_on_a_taken_address_is_refused() {
         let first = TestServer::start(config.clone());
         for workers in [1, 2] {
             let second = config.clone().addr(first.addr()).workers(workers);
-            match Server::bind(second) {
+            match Server::bind(second, base_rules()) {
                 Err(ServerError::Bind { addr, error }) => {
                     assert_eq!(addr, first.addr());
                     assert_eq!(error.kind(), io::ErrorKind::AddrInUse, "{error}");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use gamewire_proto::{Move, Packet};
 use gamewire_world::Rate;
-use util::{Client, Frame, Rng, TestServer, each_backend, sees};
+use util::{Client, Frame, Rng, TestServer, base_rules, each_backend, sees};
 
 const CLIENTS: usize = 48;
 const STEPS: usize = 60;
@@ -245,15 +245,16 @@ fn check_windows(viewer: &Outcome, players: &HashMap<u32, &Outcome>) -> usize {
 
 #[test]
 fn a_random_walking_crowd_keeps_every_view_exact() {
-    each_backend(|mut config| {
-        config.world.spawn = None;
-        config.world.world_w = WORLD;
-        config.world.world_h = WORLD;
-        config.world.aoi_radius = RADIUS;
-        config.world.max_speed = MAX_SPEED;
-        config.world.limits.moves = Rate::new(1000.0, 1000.0);
-        config.world.limits.chats = Rate::new(1000.0, 1000.0);
-        let server = TestServer::start(config);
+    each_backend(|config| {
+        let mut rules = base_rules();
+        rules.spawn = None;
+        rules.world_w = WORLD;
+        rules.world_h = WORLD;
+        rules.aoi_radius = RADIUS;
+        rules.max_speed = MAX_SPEED;
+        rules.limits.moves = Rate::new(1000.0, 1000.0);
+        rules.limits.chats = Rate::new(1000.0, 1000.0);
+        let server = TestServer::start_with(config, rules);
         let addr = server.addr();
         let started = Instant::now();
         let rendezvous = Arc::new(Rendezvous::new(CLIENTS));

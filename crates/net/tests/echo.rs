@@ -289,3 +289,59 @@ fn hundreds_of_clients_sending_at_once_are_all_echoed() {
         assert_eq!(stats.accepted, CLIENTS as u64, "{io:?}");
     }
 }
+
+/// The idle timeout is the echo server's own: with 600 ms, a connection through which nothing moves
+/// is closed after about that long, while one that sends every 150 ms is still echoed. Zero and more
+/// than a year are refused by name before anything is bound.
+#[test]
+fn an_idle_connection_is_closed_after_the_echo_servers_idle_timeout() {
+    const IDLE: Duration = Duration::from_millis(600);
+    let config = || ServerConfig::default().addr("127.0.0.1:0".parse().unwrap()).pool_bytes(1 << 20);
+    for (idle_timeout, message) in [
+        (Duration::ZERO, "invalid configuration: idle_timeout must be above 0 seconds, got 0"),
+        (Duration::from_secs(400 * 24 * 3600), "invalid configuration: idle_timeout of 34560000 s exceeds"),
+    ] {
+        let error = EchoServer::with_idle_timeout(config(), idle_timeout).expect_err("refused");
+        assert!(error.to_string().starts_with(message), "{error}");
+    }
+    for io in [IoBackend::Mio, IoBackend::Uring] {
+        let server = match EchoServer::with_idle_timeout(config().io(io), IDLE) {
+            Err(ServerError::Io(error)) if error.kind() == ErrorKind::Unsupported => {
+                eprintln!("--- backend {io:?}: SKIPPED, {error}");
+                continue;
+            }
+            bound => bound.expect("bind"),
+        };
+        eprintln!("--- backend {io:?}");
+        let addr = server.local_addr();
+        let stop = server.shutdown_handle();
+        let thread = std::thread::spawn(move || server.run());
+        let mut idler = TcpStream::connect(addr).unwrap();
+        let mut talker = TcpStream::connect(addr).unwrap();
+        talker.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let opened = Instant::now();
+        let reader = std::thread::spawn(move || {
+            idler.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut byte = [0; 1];
+            let end = idler.read(&mut byte);
+            (opened.elapsed(), end.map_err(|error| error.kind()))
+        });
+        // Traffic until the idler is closed, for twice the idle timeout at least: the talker is never
+        // idle for long (the idler's read timeout bounds the wait).
+        while opened.elapsed() < 2 * IDLE || !reader.is_finished() {
+            assert!(round_trip(&mut talker, b"still here"), "{io:?}: the talker was not echoed");
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        let (closed_after, end) = reader.join().unwrap();
+        eprintln!("{io:?}: the idler's read ended with {end:?} after {closed_after:?}");
+        assert!(matches!(end, Ok(0) | Err(ErrorKind::ConnectionReset)), "{io:?}: {end:?}");
+        assert!(
+            (IDLE..Duration::from_secs(5)).contains(&closed_after),
+            "{io:?}: closed after {closed_after:?}, idle timeout {IDLE:?}"
+        );
+        assert!(round_trip(&mut talker, b"still"), "{io:?}: the talker was closed");
+        drop(talker);
+        stop.shutdown();
+        thread.join().unwrap().unwrap();
+    }
+}

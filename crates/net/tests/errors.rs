@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use gamewire_proto::{ErrorCode, Move, Packet, PacketKind, encode_frame_to_vec};
 use gamewire_world::Rate;
-use util::{Client, Frame, TestServer, WAIT, each_backend, header_bytes, raw_frame};
+use util::{Client, Frame, TestServer, WAIT, base_rules, each_backend, header_bytes, raw_frame};
 
 fn summary(frames: &[Frame]) -> Vec<(PacketKind, u32)> {
     frames.iter().map(|f| (f.kind(), f.player_id)).collect()
@@ -79,8 +79,11 @@ fn recv_through_leave(client: &mut Client, id: u32, mut frames: Vec<Frame>) -> V
     frames
 }
 
-fn start_with_witness(config: gamewire_net::ServerConfig) -> (TestServer, Client) {
-    let server = TestServer::start(config);
+fn start_with_witness(
+    config: gamewire_net::ServerConfig,
+    rules: gamewire_world::Config,
+) -> (TestServer, Client) {
+    let server = TestServer::start_with(config, rules);
     let witness = server.join("witness");
     (server, witness)
 }
@@ -92,7 +95,7 @@ fn a_move() -> Move {
 #[test]
 fn malformed_payloads_are_fatal() {
     each_backend(|config| {
-        let (server, mut witness) = start_with_witness(config);
+        let (server, mut witness) = start_with_witness(config, base_rules());
         let joined: [(u32, &[u8]); 10] = [
             (3, &[0; 19]),
             (3, &[0; 21]),
@@ -144,7 +147,7 @@ fn an_oversized_length_is_refused_from_the_header_alone() {
             let limit = config.max_payload;
             // A server that waited for the payload would time out only long after the test gave up.
             config.partial_frame_timeout = Duration::from_secs(30);
-            let (server, mut witness) = start_with_witness(config);
+            let (server, mut witness) = start_with_witness(config, base_rules());
             // Headers only: the payload never comes.
             for (packet_id, length) in [(5, limit + 1), (3, u32::MAX), (8, limit + 1000)] {
                 assert_fatal(&server, &mut witness, Stage::Joined, ErrorCode::TooLarge, |_| {
@@ -167,7 +170,7 @@ fn an_oversized_length_is_refused_from_the_header_alone() {
 fn packet_ids_a_client_may_not_send_are_fatal() {
     each_backend(|mut config| {
         config.partial_frame_timeout = Duration::from_secs(30);
-        let (server, mut witness) = start_with_witness(config);
+        let (server, mut witness) = start_with_witness(config, base_rules());
         for packet_id in [2, 6, 7, 9, 10, 11, 0, 99, 12, u32::MAX] {
             // A header announcing a payload that never comes: decided from the header alone.
             assert_fatal(&server, &mut witness, Stage::Joined, ErrorCode::UnknownPacket, |_| {
@@ -189,7 +192,7 @@ fn packet_ids_a_client_may_not_send_are_fatal() {
 #[test]
 fn a_spoofed_player_id_is_fatal_before_and_after_welcome() {
     each_backend(|config| {
-        let (server, mut witness) = start_with_witness(config);
+        let (server, mut witness) = start_with_witness(config, base_rules());
         let witness_id = witness.id();
         for spoofed in [7, witness_id, u32::MAX] {
             assert_fatal(&server, &mut witness, Stage::BeforeWelcome, ErrorCode::SpoofedId, |_| {
@@ -221,7 +224,7 @@ fn a_spoofed_player_id_is_fatal_before_and_after_welcome() {
 #[test]
 fn anything_but_hello_first_and_a_second_hello_are_bad_state() {
     each_backend(|config| {
-        let (server, mut witness) = start_with_witness(config);
+        let (server, mut witness) = start_with_witness(config, base_rules());
         let witness_id = witness.id();
         let first_frames = [
             encode_frame_to_vec(0, &Packet::Move(&a_move())),
@@ -259,7 +262,7 @@ type PrecedenceCase = (&'static str, Stage, ErrorCode, fn(u32) -> Vec<u8>);
 fn several_errors_in_one_frame_follow_the_protocol_order() {
     each_backend(|mut config| {
         config.partial_frame_timeout = Duration::from_secs(30);
-        let (server, mut witness) = start_with_witness(config);
+        let (server, mut witness) = start_with_witness(config, base_rules());
         let cases: [PrecedenceCase; 9] = [
             ("TOO_LARGE over UNKNOWN_PACKET", Stage::Joined, ErrorCode::TooLarge, |_| {
                 header_bytes(99, 0, 5000)
@@ -320,7 +323,7 @@ fn several_errors_in_one_frame_follow_the_protocol_order() {
 #[test]
 fn rate_limited_is_not_fatal_and_sent_at_most_once_a_second() {
     each_backend(|config| {
-        let (server, mut witness) = start_with_witness(config); // MOVE 60/s burst 60, CHAT 5/s burst 10
+        let (server, mut witness) = start_with_witness(config, base_rules()); // MOVE 60/s burst 60, CHAT 5/s burst 10
         let mut mover = server.join("mover");
         mover.sync();
         witness.sync();
@@ -402,9 +405,9 @@ fn rate_limited_is_not_fatal_and_sent_at_most_once_a_second() {
 
 #[test]
 fn no_hello_in_time_is_timeout() {
-    each_backend(|mut config| {
-        config.world.hello_timeout = Duration::from_millis(300);
-        let (server, mut witness) = start_with_witness(config);
+    each_backend(|config| {
+        let rules = gamewire_world::Config { hello_timeout: Duration::from_millis(300), ..base_rules() };
+        let (server, mut witness) = start_with_witness(config, rules);
         let connected = Instant::now();
         let mut silent = server.connect("silent");
         silent.expect_next_error(ErrorCode::Timeout);
@@ -430,10 +433,11 @@ fn no_hello_in_time_is_timeout() {
 
 #[test]
 fn idle_players_time_out_and_pings_keep_them_alive() {
-    each_backend(|mut config| {
-        config.world.idle_timeout = Duration::from_millis(500);
-        config.world.limits.chats = Rate::new(100.0, 100.0);
-        let (server, mut witness) = start_with_witness(config);
+    each_backend(|config| {
+        let mut rules = base_rules();
+        rules.idle_timeout = Duration::from_millis(500);
+        rules.limits.chats = Rate::new(100.0, 100.0);
+        let (server, mut witness) = start_with_witness(config, rules);
         let mut idler = server.join("idler");
         idler.sync();
         witness.sync();
@@ -481,7 +485,7 @@ fn idle_players_time_out_and_pings_keep_them_alive() {
 fn a_partial_frame_left_unfinished_is_timeout() {
     each_backend(|mut config| {
         config.partial_frame_timeout = Duration::from_millis(300);
-        let (server, mut witness) = start_with_witness(config);
+        let (server, mut witness) = start_with_witness(config, base_rules());
         let chat = encode_frame_to_vec(0, &Packet::Chat { text: "0123456789" });
         // Five bytes of a header; a whole header and part of the payload; part of a HELLO.
         let cases: [(Stage, Vec<u8>); 3] = [
@@ -640,12 +644,13 @@ fn check_flood_frame(frame: &Frame, flooder: u32, index: u64) {
 #[test]
 fn a_client_that_does_not_read_is_cut_off_as_slow_consumer() {
     each_backend(|mut config| {
+        let mut rules = base_rules();
         config.send_soft_limit = 16 << 10;
         config.send_hard_limit = 64 << 10;
         config.write_deadline = Duration::from_millis(300);
-        config.world.limits.chats = Rate::new(1e6, 1e6);
-        config.world.limits.moves = Rate::new(1e6, 1e6);
-        let server = TestServer::start(config);
+        rules.limits.chats = Rate::new(1e6, 1e6);
+        rules.limits.moves = Rate::new(1e6, 1e6);
+        let server = TestServer::start_with(config, rules);
         let mut reader = server.join("reader");
         let mut flooder = server.join("flooder");
         let mut slow = Client::connect_with_receive_buffer(server.addr(), "slow", 4096);
@@ -756,12 +761,13 @@ fn clients_that_do_not_read_but_stay_within_their_limits_cannot_freeze_the_other
     const PAIRS: usize = 48;
     const CHATS: usize = 800; // 214 KB per talker: its listener's queue stays below the 256 KiB soft limit
     each_backend(|mut config| {
+        let mut rules = base_rules();
         // The 4 MiB test pool and protocol v1's default send limits (soft 256 KiB, hard 1 MiB, 5 s).
-        config.world.aoi_radius = 10.0;
-        config.world.max_speed = 1000.0;
-        config.world.limits.chats = Rate::new(1e6, 1e6);
+        rules.aoi_radius = 10.0;
+        rules.max_speed = 1000.0;
+        rules.limits.chats = Rate::new(1e6, 1e6);
         config.partial_frame_timeout = Duration::from_secs(1);
-        let server = TestServer::start(config);
+        let server = TestServer::start_with(config, rules);
         let mut bystander = server.join("bystander"); // at the spawn point, alone in its radius
         // Pairs of a talker and a listener that never reads, each pair on its own spot 20 apart on a
         // 7 x 7 grid around the spawn point (its centre is the bystander's).
@@ -828,9 +834,10 @@ fn clients_that_do_not_read_but_stay_within_their_limits_cannot_freeze_the_other
 
 #[test]
 fn shutdown_sends_what_is_queued_then_shutting_down_to_everyone() {
-    each_backend(|mut config| {
-        config.world.limits.chats = Rate::new(1000.0, 1000.0);
-        let mut server = TestServer::start(config);
+    each_backend(|config| {
+        let mut rules = base_rules();
+        rules.limits.chats = Rate::new(1000.0, 1000.0);
+        let mut server = TestServer::start_with(config, rules);
         let addr = server.addr();
         let mut lurker = server.connect("lurker"); // never sends HELLO
         let mut alice = server.join("alice");
@@ -910,13 +917,14 @@ fn assert_no_one_is_admitted_after_the_shutdown(addr: std::net::SocketAddr) {
 #[test]
 fn a_slow_consumer_that_never_reads_frees_its_place() {
     each_backend(|mut config| {
+        let mut rules = base_rules();
         config.max_connections = 2;
         config.send_soft_limit = 16 << 10;
         config.send_hard_limit = 64 << 10;
         config.write_deadline = Duration::from_millis(200);
         config.close_linger = Duration::from_millis(200);
-        config.world.limits.chats = Rate::new(1e6, 1e6);
-        let server = TestServer::start(config);
+        rules.limits.chats = Rate::new(1e6, 1e6);
+        let server = TestServer::start_with(config, rules);
         let mut flooder = server.join("flooder");
         let mut silent = Client::connect_with_receive_buffer(server.addr(), "silent", 4096);
         let (silent_id, _) = silent.hello("silent");

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use gamewire_net::ServerConfig;
 use gamewire_proto::Move;
-use util::{TestServer, each_backend};
+use util::{TestServer, base_rules, each_backend};
 
 /// 20 MOVEs sent 5 ms apart (each in its own loop turn) reach a viewer in order; returns the server's
 /// count of writes once it has stopped.
 fn relay_spaced_moves(mut config: ServerConfig, flush_interval: Duration) -> u64 {
     config.flush_interval = flush_interval;
-    config.world.max_speed = 1000.0;
-    let mut server = TestServer::start(config);
+    let rules = gamewire_world::Config { max_speed: 1000.0, ..base_rules() };
+    let mut server = TestServer::start_with(config, rules);
     let mut mover = server.join("mover");
     let mut viewer = server.join("viewer");
     mover.sync();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use gamewire_proto::{ErrorCode, Packet, PacketKind, encode_frame_to_vec};
 use gamewire_world::Rate;
-use util::{Backend, Client, TestServer, WAIT, backend_config};
+use util::{Backend, Client, TestServer, WAIT, backend_config, base_rules};
 
 /// Clients that join, then never read again.
 const NON_READERS: usize = 60;
@@ -24,10 +24,11 @@ fn a_newcomer_is_welcomed_while_non_readers_exhaust_the_pool(backend: Backend, w
     let Some(mut config) = backend_config(backend, workers) else { return };
     config.pool_bytes = 1 << 20;
     config.chunk_size = 16 << 10;
-    config.world.limits.chats = Rate::new(2000.0, 2000.0);
     config.socket_send_buffer = 2304;
     config.write_deadline = Duration::from_secs(20);
-    let mut server = TestServer::start(config);
+    let mut rules = base_rules();
+    rules.limits.chats = Rate::new(2000.0, 2000.0);
+    let mut server = TestServer::start_with(config, rules);
 
     let mut non_readers: Vec<Client> = (0..NON_READERS)
         .map(|i| {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use gamewire_proto::{Move, Packet, PacketKind, encode_frame_to_vec};
 use gamewire_world::Rate;
-use util::{Client, Frame, SPAWN, TestServer, each_backend};
+use util::{Client, Frame, SPAWN, TestServer, base_rules, each_backend};
 
 /// (kind, header player_id) of each frame, for compact assertions.
 fn summary(frames: &[Frame]) -> Vec<(PacketKind, u32)> {
@@ -46,13 +46,14 @@ fn assert_correction(frame: &Frame, mover: u32, last: (f32, f32, f32), client_ti
 
 #[test]
 fn welcome_carries_a_fresh_id_the_spawn_point_and_the_world_parameters() {
-    each_backend(|mut config| {
-        config.world.world_w = 800.0;
-        config.world.world_h = 600.0;
-        config.world.aoi_radius = 40.0;
-        config.world.max_speed = 15.0;
-        config.world.spawn = Some((123.5, 456.25));
-        let server = TestServer::start(config);
+    each_backend(|config| {
+        let mut rules = base_rules();
+        rules.world_w = 800.0;
+        rules.world_h = 600.0;
+        rules.aoi_radius = 40.0;
+        rules.max_speed = 15.0;
+        rules.spawn = Some((123.5, 456.25));
+        let server = TestServer::start_with(config, rules);
         let mut alice = server.connect("alice");
         let (alice_id, welcome) = alice.hello("alice");
         assert_ne!(alice_id, 0);
@@ -70,11 +71,12 @@ fn welcome_carries_a_fresh_id_the_spawn_point_and_the_world_parameters() {
 
 #[test]
 fn random_spawns_lie_inside_the_world() {
-    each_backend(|mut config| {
-        config.world.spawn = None;
-        config.world.world_w = 300.0;
-        config.world.world_h = 200.0;
-        let server = TestServer::start(config);
+    each_backend(|config| {
+        let mut rules = base_rules();
+        rules.spawn = None;
+        rules.world_w = 300.0;
+        rules.world_h = 200.0;
+        let server = TestServer::start_with(config, rules);
         let clients: Vec<Client> = (0..12).map(|i| server.join(&format!("p{i}"))).collect();
         for client in &clients {
             let w = client.welcome();
@@ -85,9 +87,10 @@ fn random_spawns_lie_inside_the_world() {
 
 #[test]
 fn joining_sends_enter_both_ways() {
-    each_backend(|mut config| {
-        config.world.max_speed = 1000.0;
-        let server = TestServer::start(config);
+    each_backend(|config| {
+        let mut rules = base_rules();
+        rules.max_speed = 1000.0;
+        let server = TestServer::start_with(config, rules);
         let mut alice = server.join("alice");
         let mut bob = server.join("bob");
         // Right after its WELCOME, bob gets one ENTER per player he sees.
@@ -123,9 +126,10 @@ fn joining_sends_enter_both_ways() {
 
 #[test]
 fn move_is_relayed_byte_for_byte_to_viewers_and_not_back_to_the_mover() {
-    each_backend(|mut config| {
-        config.world.max_speed = 1000.0;
-        let server = TestServer::start(config);
+    each_backend(|config| {
+        let mut rules = base_rules();
+        rules.max_speed = 1000.0;
+        let server = TestServer::start_with(config, rules);
         let mut alice = server.join("alice");
         let mut bob = server.join("bob");
         let mut carol = server.join("carol");
@@ -158,10 +162,11 @@ fn move_is_relayed_byte_for_byte_to_viewers_and_not_back_to_the_mover() {
 
 #[test]
 fn rejected_move_is_corrected_to_the_mover_only() {
-    each_backend(|mut config| {
+    each_backend(|config| {
+        let mut rules = base_rules();
         // Near the world's corner, so that "outside the world" is a short, otherwise legal step.
-        config.world.spawn = Some((1.0, 999.5));
-        let server = TestServer::start(config); // max_speed 20: 2 units of slack per MOVE
+        rules.spawn = Some((1.0, 999.5));
+        let server = TestServer::start_with(config, rules); // max_speed 20: 2 units of slack per MOVE
         let mut alice = server.join("alice");
         let mut bob = server.join("bob");
         alice.sync();
@@ -222,9 +227,10 @@ fn rejected_move_is_corrected_to_the_mover_only() {
 
 #[test]
 fn crossing_the_radius_sends_enter_and_leave_both_ways() {
-    each_backend(|mut config| {
-        config.world.max_speed = 1000.0;
-        let server = TestServer::start(config);
+    each_backend(|config| {
+        let mut rules = base_rules();
+        rules.max_speed = 1000.0;
+        let server = TestServer::start_with(config, rules);
         let mut alice = server.join("alice");
         let mut bob = server.join("bob");
         let mut spectator = server.join("spectator");
@@ -272,9 +278,10 @@ fn crossing_the_radius_sends_enter_and_leave_both_ways() {
 
 #[test]
 fn chat_is_relayed_byte_for_byte_to_viewers_only() {
-    each_backend(|mut config| {
-        config.world.max_speed = 1000.0;
-        let server = TestServer::start(config);
+    each_backend(|config| {
+        let mut rules = base_rules();
+        rules.max_speed = 1000.0;
+        let server = TestServer::start_with(config, rules);
         let mut alice = server.join("alice");
         let mut bob = server.join("bob");
         let mut far = server.join("far");
@@ -299,9 +306,10 @@ fn chat_is_relayed_byte_for_byte_to_viewers_only() {
 
 #[test]
 fn attack_sends_hit_to_attacker_target_and_viewers_of_the_attacker() {
-    each_backend(|mut config| {
-        config.world.max_speed = 1000.0;
-        let server = TestServer::start(config);
+    each_backend(|config| {
+        let mut rules = base_rules();
+        rules.max_speed = 1000.0;
+        let server = TestServer::start_with(config, rules);
         let mut attacker = server.join("attacker");
         let mut target = server.join("target");
         let mut watcher = server.join("watcher");
@@ -349,10 +357,11 @@ fn attack_sends_hit_to_attacker_target_and_viewers_of_the_attacker() {
 
 #[test]
 fn a_kill_respawns_the_target_with_full_hp_and_updates_every_view() {
-    each_backend(|mut config| {
-        config.world.max_speed = 1000.0;
-        config.world.damage = 50;
-        let server = TestServer::start(config);
+    each_backend(|config| {
+        let mut rules = base_rules();
+        rules.max_speed = 1000.0;
+        rules.damage = 50;
+        let server = TestServer::start_with(config, rules);
         let mut killer = server.join("killer");
         let mut victim = server.join("victim");
         let mut camper = server.join("camper"); // stays at the spawn point
@@ -414,10 +423,11 @@ fn sorted<const N: usize>(mut ids: [u32; N]) -> [u32; N] {
 
 #[test]
 fn invalid_target_is_answered_and_not_fatal() {
-    each_backend(|mut config| {
-        config.world.max_speed = 1000.0;
-        config.world.limits.attacks = Rate::new(100.0, 100.0);
-        let server = TestServer::start(config);
+    each_backend(|config| {
+        let mut rules = base_rules();
+        rules.max_speed = 1000.0;
+        rules.limits.attacks = Rate::new(100.0, 100.0);
+        let server = TestServer::start_with(config, rules);
         let mut alice = server.join("alice");
         let mut near = server.join("near"); // in view, out of range
         let mut away = server.join("away"); // out of view

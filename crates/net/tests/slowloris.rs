@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use gamewire_proto::{Direction, ErrorCode, FrameDecoder, Packet, PacketKind, encode_frame_to_vec};
-use util::{TestServer, each_backend};
+use util::{TestServer, base_rules, each_backend};
 
 /// Attackers of each kind.
 const SILENT: usize = 500;
@@ -50,11 +50,12 @@ fn only_error(bytes: &[u8]) -> Option<u32> {
 #[test]
 fn a_thousand_idle_or_trickling_connections_are_closed_by_their_deadline_and_a_player_is_served() {
     each_backend(|mut config| {
-        config.world.hello_timeout = DEADLINE;
+        let mut rules = base_rules();
+        rules.hello_timeout = DEADLINE;
         config.partial_frame_timeout = DEADLINE;
         config.max_connections = SILENT + TRICKLING + 10;
-        config.world.max_players = config.max_connections;
-        let server = TestServer::start(config);
+        rules.max_players = config.max_connections;
+        let server = TestServer::start_with(config, rules);
         let started = Instant::now();
         let mut silent: Vec<TcpStream> =
             (0..SILENT).map(|_| TcpStream::connect(server.addr()).expect("connect")).collect();

@@ -14,14 +14,14 @@ use gamewire_net::{IoBackend, RunStats, Server, ServerConfig, ServerError};
 use gamewire_proto::{ErrorCode, Move, Packet, PacketKind, encode_frame_to_vec};
 use gamewire_world::Rate;
 use socket2::SockRef;
-use util::{Client, Frame, TestServer, WAIT, base_config};
+use util::{Client, Frame, TestServer, WAIT, base_config, base_rules};
 
 /// [`base_config`] on io_uring, with ordinary sends and with every send zero-copy (whose buffers must
 /// outlive the kernel's notification); none (after printing why) where this machine cannot run it.
 fn uring_configs() -> Vec<ServerConfig> {
     let mut config = base_config();
     config.io = IoBackend::Uring;
-    match Server::bind(config.clone()) {
+    match Server::bind(config.clone(), base_rules()) {
         Ok(_) => {
             let zerocopy = config.clone().send_zerocopy_threshold(1);
             vec![config, zerocopy]
@@ -76,10 +76,10 @@ impl tracing::Subscriber for Warnings {
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
-/// A server on `config` whose warnings are kept.
-fn start(config: ServerConfig) -> (TestServer, Warnings) {
+/// A server on `config` and protocol v1's `rules` whose warnings are kept.
+fn start(config: ServerConfig, rules: gamewire_world::Config) -> (TestServer, Warnings) {
     let warnings = Warnings::default();
-    let server = TestServer::start_logging_to(config, tracing::Dispatch::new(warnings.clone()));
+    let server = TestServer::start_logging_to(config, rules, tracing::Dispatch::new(warnings.clone()));
     (server, warnings)
 }
 
@@ -151,10 +151,11 @@ fn a_flood_that_empties_the_receive_ring_is_backpressure_not_loss_on(mut config:
     const FRAMES: usize = 2000;
     const PING_EVERY: usize = 20;
     config.pool_bytes = 1 << 20; // 256 chunks: a receive ring of 64
-    config.world.aoi_radius = 5.0;
-    config.world.max_speed = 1000.0;
-    config.world.limits.moves = Rate::new(1e6, 1e6);
-    let (server, warnings) = start(config);
+    let mut rules = base_rules();
+    rules.aoi_radius = 5.0;
+    rules.max_speed = 1000.0;
+    rules.limits.moves = Rate::new(1e6, 1e6);
+    let (server, warnings) = start(config, rules);
     let mut sent = 0u64;
     let mut flooders: Vec<Client> = (0..FLOODERS)
         .map(|c| {
@@ -256,9 +257,8 @@ fn a_receive_ring_that_starts_small_serves_hundreds_that_send_at_once_on(mut con
     const CLIENTS: usize = 300;
     const PINGS: usize = 20;
     config.pool_bytes = 16 << 20;
-    config.world.spawn = None;
-    config.world.aoi_radius = 5.0;
-    let (server, warnings) = start(config);
+    let rules = gamewire_world::Config { spawn: None, aoi_radius: 5.0, ..base_rules() };
+    let (server, warnings) = start(config, rules);
     let mut clients: Vec<Client> = (0..CLIENTS).map(|c| server.join(&format!("client{c}"))).collect();
     let bursts: Vec<Vec<Vec<u8>>> =
         (0..CLIENTS).map(|c| (0..PINGS).map(|i| ping_payload(c, i)).collect()).collect();
@@ -352,14 +352,15 @@ fn closes_in_the_middle_of_a_broadcast_cost_the_others_nothing_on(mut config: Se
     /// does not read take in, so that some stay queued, and a send in flight, until they go.
     const BEFORE: usize = 8000;
     const BATCH: usize = 500;
-    config.world.max_speed = 1000.0;
-    config.world.limits.moves = Rate::new(1e6, 1e6);
+    let mut rules = base_rules();
+    rules.max_speed = 1000.0;
+    rules.limits.moves = Rate::new(1e6, 1e6);
     // How long the server tries to deliver a cut-off client's last frames.
     let write_deadline = Duration::from_millis(300);
     config.write_deadline = write_deadline;
     // Far above what any viewer queues: the leavers go when the test says, never for being slow.
     (config.send_soft_limit, config.send_hard_limit) = (16 << 20, 32 << 20);
-    let (server, warnings) = start(config);
+    let (server, warnings) = start(config, rules);
     let addr = server.addr();
     let mut sent = 0u64;
     let mut mover = server.join("mover");
@@ -496,7 +497,7 @@ fn a_reset_in_the_middle_of_a_frame_is_only_a_leave_for_the_others() {
 }
 
 fn a_reset_in_the_middle_of_a_frame_is_only_a_leave_for_the_others_on(config: ServerConfig) {
-    let (server, warnings) = start(config);
+    let (server, warnings) = start(config, base_rules());
     let mut witness = server.join("witness");
     let move_frame = encode_frame_to_vec(0, &Packet::Move(&Move::new(500.5, 0.0, 500.0, 1.0, 7)));
     let chat_frame = encode_frame_to_vec(0, &Packet::Chat { text: "never finished" });
@@ -599,7 +600,7 @@ fn hundreds_of_short_lived_connections_leave_every_place_free_on(mut config: Ser
     const LIMIT: usize = 64;
     config.max_connections = LIMIT;
     config.close_linger = Duration::from_millis(20);
-    let (server, warnings) = start(config);
+    let (server, warnings) = start(config, base_rules());
     let addr = server.addr();
     let witness = server.join("witness");
     let mut connects = 1u64;

@@ -6,14 +6,14 @@ mod util;
 use gamewire_net::IoBackend;
 use gamewire_proto::{Move, Packet, PacketKind, encode_frame_to_vec};
 use gamewire_world::Rate;
-use util::{TestServer, base_config};
+use util::{TestServer, base_config, base_rules};
 
 /// Both backends (where available) with `workers` workers.
 fn configs(workers: usize) -> Vec<gamewire_net::ServerConfig> {
     let mut configs = Vec::new();
     for io in [IoBackend::Mio, IoBackend::Uring] {
         let config = base_config().io(io).workers(workers);
-        match gamewire_net::Server::bind(config.clone()) {
+        match gamewire_net::Server::bind(config.clone(), base_rules()) {
             Ok(_) => configs.push(config),
             Err(error) => eprintln!("--- {io:?}: SKIPPED, {error}"),
         }
@@ -25,10 +25,10 @@ fn configs(workers: usize) -> Vec<gamewire_net::ServerConfig> {
 /// sees everyone, and every MOVE reaches all 39 others.
 #[test]
 fn players_on_different_workers_see_each_other_as_on_one() {
-    for mut config in configs(4) {
+    for config in configs(4) {
         eprintln!("--- {:?}", config.io);
-        config.world.max_speed = 1000.0;
-        let server = TestServer::start(config);
+        let rules = gamewire_world::Config { max_speed: 1000.0, ..base_rules() };
+        let server = TestServer::start_with(config, rules);
         let mut players: Vec<_> = (0..40).map(|i| server.join(&format!("p{i}"))).collect();
         for player in &mut players {
             while player.seen().len() < 39 {
@@ -70,8 +70,9 @@ fn full_rings_between_threads_are_backpressure_not_loss() {
     for mut config in configs(2) {
         eprintln!("--- {:?}", config.io);
         config.ring_slots = 2;
-        config.world.limits.chats = Rate::new(1e6, 1e6);
-        let server = TestServer::start(config);
+        let mut rules = base_rules();
+        rules.limits.chats = Rate::new(1e6, 1e6);
+        let server = TestServer::start_with(config, rules);
         let mut talker = server.join("talker");
         let mut viewers: Vec<_> = (0..9).map(|i| server.join(&format!("viewer{i}"))).collect();
         talker.sync();

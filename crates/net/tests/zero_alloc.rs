@@ -117,15 +117,15 @@ fn relay_and_count_allocations(io: IoBackend, workers: usize) {
     let config = ServerConfig::default()
         .addr("127.0.0.1:0".parse().unwrap())
         .pool_bytes(4 << 20)
-        .world(gamewire_world::Config {
-            spawn: Some((500.0, 500.0)),
-            max_speed: 1000.0,
-            limits,
-            ..gamewire_world::Config::default()
-        })
         .io(io)
         .workers(workers);
-    let server = match Server::bind(config) {
+    let rules = gamewire_world::Config {
+        spawn: Some((500.0, 500.0)),
+        max_speed: 1000.0,
+        limits,
+        ..gamewire_world::Config::default()
+    };
+    let server = match Server::bind(config, rules) {
         Err(ServerError::Io(error)) if error.kind() == std::io::ErrorKind::Unsupported => {
             eprintln!("--- backend {io:?}: SKIPPED, {error}");
             return;

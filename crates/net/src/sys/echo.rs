@@ -6,7 +6,8 @@
 //!   backlog holds its share (an equal part of the pool, at most `send_soft_limit`'s worth), so that
 //!   only its own TCP window fills; one that holds more than `send_hard_limit`'s worth is closed;
 //! - the write deadline: a connection whose backlog stayed at its share that long is closed;
-//! - the idle timeout is the world's `idle_timeout`, counted from the last byte moved either way;
+//! - the idle timeout is the `EchoServer`'s own (30 s by default, as protocol v1's), counted from the
+//!   last byte moved either way;
 //! - the partial-frame timeout has no meaning for raw bytes.
 //!
 //! Small reads are packed into the tail chunk of the backlog instead of pinning one chunk each.
@@ -67,8 +68,14 @@ pub(crate) fn sweep_verdicts<'a>(
 
 impl EchoLimits {
     /// The limits for a loop on `pool` that keeps `set_aside` chunks for itself (io_uring: its
-    /// receive ring at full size) besides the pool's reserve.
-    pub(crate) fn new(config: &ServerConfig, pool: &Pool, set_aside: usize) -> EchoLimits {
+    /// receive ring at full size) besides the pool's reserve, closing connections idle for
+    /// `idle_timeout`.
+    pub(crate) fn new(
+        config: &ServerConfig,
+        idle_timeout: Duration,
+        pool: &Pool,
+        set_aside: usize,
+    ) -> EchoLimits {
         let chunk_size = pool.chunk_size();
         let usable_chunks = pool.chunk_count().saturating_sub(pool_reserve(pool) + set_aside).max(1);
         let most_chunks = config.send_soft_limit.div_ceil(chunk_size).clamp(1, usable_chunks);
@@ -77,7 +84,7 @@ impl EchoLimits {
             most_chunks,
             hard_chunks: config.send_hard_limit.div_ceil(chunk_size).max(most_chunks),
             write_deadline: config.write_deadline,
-            idle_timeout: config.world.idle_timeout,
+            idle_timeout,
             socket_send_buffer: config.socket_send_buffer,
         }
     }
@@ -270,15 +277,23 @@ mod tests {
 
     use super::*;
 
+    /// The echo server's default idle timeout, 30 s.
+    const IDLE: Duration = crate::EchoServer::DEFAULT_IDLE_TIMEOUT;
+
     fn pool(chunk_count: usize) -> Pool {
         Pool::new(PoolConfig { chunk_size: 1024, chunk_count }).unwrap()
+    }
+
+    #[test]
+    fn the_default_idle_timeout_is_protocol_v1s() {
+        assert_eq!(IDLE, gamewire_world::Config::default().idle_timeout);
     }
 
     #[test]
     fn the_share_is_an_equal_part_of_the_pool_capped_by_the_soft_limit() {
         let pool = pool(256); // reserve 16: 240 usable
         let config = ServerConfig { send_soft_limit: 64 << 10, ..ServerConfig::default() };
-        let limits = EchoLimits::new(&config, &pool, 0);
+        let limits = EchoLimits::new(&config, IDLE, &pool, 0);
         assert_eq!(limits.share(1), 64, "one connection: the soft limit's worth");
         assert_eq!(limits.share(10), 24);
         assert_eq!(limits.share(1000), 1, "never less than one chunk");
@@ -288,7 +303,7 @@ mod tests {
         assert!(limits.is_pressure_victim(64, stalled, 10));
         assert!(!limits.is_pressure_victim(24, stalled, 10), "at its share");
         assert!(!limits.is_pressure_victim(64, Duration::from_millis(10), 10), "being echoed");
-        let with_ring = EchoLimits::new(&config, &pool, 64);
+        let with_ring = EchoLimits::new(&config, IDLE, &pool, 64);
         assert_eq!(with_ring.share(8), 22, "the ring's chunks are not shared out");
     }
 
@@ -296,7 +311,7 @@ mod tests {
     fn a_full_backlog_is_closed_after_the_write_deadline_an_idle_one_after_the_idle_timeout() {
         let pool = pool(256);
         let config = ServerConfig::default();
-        let limits = EchoLimits::new(&config, &pool, 0);
+        let limits = EchoLimits::new(&config, IDLE, &pool, 0);
         let start = Instant::now();
         let at = |ms| start + Duration::from_millis(ms);
         let mut timers = EchoTimers::new(start);

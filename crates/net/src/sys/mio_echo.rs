@@ -66,11 +66,12 @@ impl EchoLoop {
         mut listener: TcpListener,
         pool: Pool,
         config: &ServerConfig,
+        idle_timeout: Duration,
         shutdown: Arc<ShutdownState>,
         max_connections: usize,
     ) -> io::Result<Self> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        let limits = EchoLimits::new(config, &pool, 0);
+        let limits = EchoLimits::new(config, idle_timeout, &pool, 0);
         Ok(EchoLoop {
             poll,
             listener,

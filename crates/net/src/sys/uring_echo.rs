@@ -82,6 +82,7 @@ impl UringEchoLoop {
         listener: TcpListener,
         pool: &Pool,
         config: &ServerConfig,
+        idle_timeout: Duration,
         shutdown: Arc<ShutdownState>,
         wake_fd: RawFd,
         max_connections: usize,
@@ -93,7 +94,7 @@ impl UringEchoLoop {
             return Err(io::Error::other("buffer pool has no chunks for the receive ring"));
         }
         // The ring at full size is not shared out to backlogs.
-        let limits = EchoLimits::new(config, pool, capacity);
+        let limits = EchoLimits::new(config, idle_timeout, pool, capacity);
         let mut event_loop = UringEchoLoop {
             ring,
             buffers,

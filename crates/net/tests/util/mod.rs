@@ -24,7 +24,7 @@ use gamewire_world::{Rate, RateLimits};
 /// The longest any single wait lasts.
 pub(crate) const WAIT: Duration = Duration::from_secs(5);
 
-/// The fixed spawn point of [`each_backend`]'s configuration.
+/// The fixed spawn point of [`base_rules`].
 pub(crate) const SPAWN: (f32, f32) = (500.0, 500.0);
 
 /// The event-loop backends a server can run on. Adding one is one line in [`Backend::ALL`] and one arm
@@ -63,7 +63,7 @@ impl Backend {
                 .get_or_init(|| {
                     let mut config = base_config();
                     config.io = IoBackend::Uring;
-                    match Server::bind(config) {
+                    match Server::bind(config, base_rules()) {
                         Err(ServerError::Io(error)) if error.kind() == io::ErrorKind::Unsupported => {
                             Some(error.to_string())
                         }
@@ -75,20 +75,25 @@ impl Backend {
     }
 }
 
-/// The configuration every test starts from: protocol v1's defaults on `127.0.0.1:0`, a small pool, a
-/// fixed spawn point at [`SPAWN`], short drain and linger, and a generous PING rate (tests use PING
-/// round trips as barriers; its limit is not what they test).
+/// The configuration every test starts from: protocol v1's defaults on `127.0.0.1:0`, a small pool,
+/// short drain and linger.
 pub(crate) fn base_config() -> ServerConfig {
     ServerConfig::default()
         .addr(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .world(gamewire_world::Config {
-            spawn: Some(SPAWN),
-            limits: RateLimits { pings: Rate::new(1000.0, 1000.0), ..RateLimits::default() },
-            ..gamewire_world::Config::default()
-        })
         .pool_bytes(4 << 20)
         .drain_timeout(Duration::from_secs(3))
         .close_linger(Duration::from_secs(1))
+}
+
+/// The rules every test starts from ([`TestServer::start`]'s): protocol v1's defaults with a fixed
+/// spawn point at [`SPAWN`] and a generous PING rate (tests use PING round trips as barriers; its
+/// limit is not what they test).
+pub(crate) fn base_rules() -> gamewire_world::Config {
+    gamewire_world::Config {
+        spawn: Some(SPAWN),
+        limits: RateLimits { pings: Rate::new(1000.0, 1000.0), ..RateLimits::default() },
+        ..gamewire_world::Config::default()
+    }
 }
 
 /// Workers the suite runs with, on each backend: one (the world inside the worker) and several (the
@@ -124,9 +129,14 @@ pub(crate) struct TestServer {
 }
 
 impl TestServer {
-    /// Binds a server with `config` and runs it on a new thread.
+    /// Binds a server with `config` and [`base_rules`] and runs it on a new thread.
     pub(crate) fn start(config: ServerConfig) -> TestServer {
-        let server = Server::bind(config).expect("bind the test server");
+        TestServer::start_with(config, base_rules())
+    }
+
+    /// Binds a server with `config` and protocol v1's `rules` and runs it on a new thread.
+    pub(crate) fn start_with(config: ServerConfig, rules: gamewire_world::Config) -> TestServer {
+        let server = Server::bind(config, rules).expect("bind the test server");
         let addr = server.local_addr();
         let stop = server.shutdown_handle();
         let thread = std::thread::Builder::new()
@@ -778,10 +788,14 @@ impl Rng {
 }
 
 impl TestServer {
-    /// [`TestServer::start`], with every event the server logs on its thread sent to `dispatch`, so
-    /// that a test can check what the server warned about.
-    pub(crate) fn start_logging_to(config: ServerConfig, dispatch: tracing::Dispatch) -> TestServer {
-        let server = Server::bind(config).expect("bind the test server");
+    /// [`TestServer::start_with`], with every event the server logs on its thread sent to `dispatch`,
+    /// so that a test can check what the server warned about.
+    pub(crate) fn start_logging_to(
+        config: ServerConfig,
+        rules: gamewire_world::Config,
+        dispatch: tracing::Dispatch,
+    ) -> TestServer {
+        let server = Server::bind(config, rules).expect("bind the test server");
         let addr = server.local_addr();
         let stop = server.shutdown_handle();
         let thread = std::thread::Builder::new()
