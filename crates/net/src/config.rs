@@ -1,6 +1,7 @@
 //! Server parameters: everything about connections, memory and deadlines (a game's rules are the
 //! game's: protocol v1's go to `Server::bind`).
 
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -84,11 +85,11 @@ pub struct ServerConfig {
     /// Which event loop moves the bytes.
     pub io: IoBackend,
     /// Event loops (workers), each with its own listener (SO_REUSEPORT), connections and pool. With
-    /// more than one, the world runs on a thread of its own, linked to every worker by SPSC rings.
+    /// more than one, the game runs on a thread of its own, linked to every worker by SPSC rings.
     pub workers: usize,
     /// Join whatever already listens on `addr` with SO_REUSEPORT (another server started with this
     /// set, or with several workers), the kernel spreading new connections over both, each with a
-    /// world of its own. Off by default: binding then fails with "address in use" when anything
+    /// game of its own. Off by default: binding then fails with "address in use" when anything
     /// listens on `addr`, so a second server started by mistake cannot silently take half the
     /// players. (The workers of one server share the port either way.)
     pub reuse_port: bool,
@@ -100,7 +101,7 @@ pub struct ServerConfig {
     /// receive takes a whole chunk, so a ring smaller than the number of connections that send between
     /// two loop turns runs dry.
     pub receive_buffers: usize,
-    /// Slots in each ring between a worker and the world thread (rounded up to a power of two). A full
+    /// Slots in each ring between a worker and the game's thread (rounded up to a power of two). A full
     /// ring is backpressure: what does not fit waits, and the sender takes no new input meanwhile.
     pub ring_slots: usize,
     /// io_uring only: a flush of at least this many queued bytes goes out as a zero-copy send
@@ -292,6 +293,62 @@ pub enum IoBackend {
     Mio,
     /// Completion-based: io_uring (Linux only); an error where the kernel lacks it.
     Uring,
+}
+
+impl IoBackend {
+    /// Every backend, in the order a command line lists them.
+    pub const ALL: [IoBackend; 3] = [IoBackend::Auto, IoBackend::Mio, IoBackend::Uring];
+
+    /// The backend's name on a command line: `auto`, `mio` or `uring` (what [`str::parse`] takes).
+    pub fn name(self) -> &'static str {
+        match self {
+            IoBackend::Auto => "auto",
+            IoBackend::Mio => "mio",
+            IoBackend::Uring => "uring",
+        }
+    }
+}
+
+impl fmt::Display for IoBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name [`IoBackend`]'s `parse` does not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownIoBackend(pub String);
+
+impl fmt::Display for UnknownIoBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown I/O backend {:?} (expected auto, mio or uring)", self.0)
+    }
+}
+
+impl std::error::Error for UnknownIoBackend {}
+
+/// Parses `auto`, `mio`, `uring` (or `io_uring`), ignoring ASCII case, so that a program embedding
+/// the server can take the backend as a flag (clap parses any `FromStr` type):
+///
+/// ```
+/// use gamewire_net::IoBackend;
+///
+/// assert_eq!("uring".parse::<IoBackend>(), Ok(IoBackend::Uring));
+/// assert_eq!("io_uring".parse::<IoBackend>(), Ok(IoBackend::Uring));
+/// assert!("epoll".parse::<IoBackend>().unwrap_err().to_string().contains("expected auto, mio or uring"));
+/// assert_eq!(IoBackend::Mio.to_string(), "mio");
+/// ```
+impl std::str::FromStr for IoBackend {
+    type Err = UnknownIoBackend;
+
+    fn from_str(name: &str) -> Result<IoBackend, UnknownIoBackend> {
+        match name.to_ascii_lowercase().as_str() {
+            "auto" => Ok(IoBackend::Auto),
+            "mio" => Ok(IoBackend::Mio),
+            "uring" | "io_uring" | "io-uring" => Ok(IoBackend::Uring),
+            _ => Err(UnknownIoBackend(name.to_owned())),
+        }
+    }
 }
 
 /// Why a [`ServerConfig`] was refused.

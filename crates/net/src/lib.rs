@@ -22,7 +22,7 @@ pub mod topology;
 mod worker;
 mod world_thread;
 
-pub use config::{ConfigError, IoBackend, MAX_WORKERS, MIN_MAX_PAYLOAD, ServerConfig};
+pub use config::{ConfigError, IoBackend, MAX_WORKERS, MIN_MAX_PAYLOAD, ServerConfig, UnknownIoBackend};
 pub use control::ShutdownHandle;
 pub use game::ServerHandle;
 pub use server::{EchoServer, Server, ServerError};

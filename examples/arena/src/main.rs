@@ -17,9 +17,9 @@ struct Args {
     /// Event loops; 1 runs the game inside the loop, 2 or more on a thread of its own.
     #[arg(long, default_value_t = 1)]
     workers: usize,
-    /// Event-loop backend.
-    #[arg(long, value_enum, default_value_t = Io::Auto)]
-    io: Io,
+    /// Event-loop backend: auto, mio or uring.
+    #[arg(long, default_value_t = IoBackend::Auto)]
+    io: IoBackend,
     /// Server ticks per second.
     #[arg(long, default_value_t = 20)]
     tick_hz: u32,
@@ -32,13 +32,6 @@ struct Args {
     /// How far a ship sees.
     #[arg(long, default_value_t = 150.0)]
     aoi_radius: f32,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Io {
-    Auto,
-    Mio,
-    Uring,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,15 +51,13 @@ fn main() -> anyhow::Result<()> {
     arena.aoi_radius = args.aoi_radius;
     let game = Arena::new(arena).context("arena settings")?;
 
-    let io = match args.io {
-        Io::Auto => IoBackend::Auto,
-        Io::Mio => IoBackend::Mio,
-        Io::Uring => IoBackend::Uring,
-    };
     // The core's connection cap follows the game's player cap (plus room for those still in HELLO).
     let max_connections = args.max_players + args.max_players / 10 + 16;
-    let config =
-        ServerConfig::default().addr(args.addr).workers(args.workers).io(io).max_connections(max_connections);
+    let config = ServerConfig::default()
+        .addr(args.addr)
+        .workers(args.workers)
+        .io(args.io)
+        .max_connections(max_connections);
     let server = Server::with_game(config, game).context("cannot start the server")?;
     tracing::info!(addr = %server.local_addr(), io = ?server.io_backend(), workers = server.workers(), tick_hz = args.tick_hz, "arena serving");
 
