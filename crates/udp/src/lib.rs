@@ -1,0 +1,13 @@
+//! gamewire's UDP transport without I/O: what a datagram holds, the stateless handshake, and the
+//! reliable and unreliable channels, as plain state machines driven with bytes and a clock.
+//!
+//! Nothing here opens a socket or reads the time: the server's event loops (in `gamewire-net`) and the
+//! bots feed datagrams in and take datagrams out, so every rule of the transport can be tested over
+//! in-memory links with seeded loss, duplication and reordering. The wire format is specified in
+//! `docs/protocol.md`, section 10.
+//!
+//! - [`seq`]: wrapping 16-bit sequence numbers (datagrams and reliable messages).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod seq;
