@@ -58,7 +58,39 @@ impl ShutdownState {
     }
 }
 
-/// Stops a running [`crate::Server`] from any thread (a signal handler thread, a test).
+/// Stops a running [`crate::Server`] from any thread (a signal handler thread, an admin console, a
+/// test).
+///
+/// Get one from [`Server::shutdown_handle`](crate::Server::shutdown_handle) (or
+/// [`EchoServer::shutdown_handle`](crate::EchoServer::shutdown_handle)) before calling `run`, which
+/// takes the server and blocks; clones are cheap and all stop the same server. Either call
+/// [`ShutdownHandle::shutdown`] yourself or let [`ShutdownHandle::stop_on_signals`] call it on
+/// SIGINT and SIGTERM.
+///
+/// # Examples
+///
+/// An admin console on a thread of its own: `stop` drains the server, a second `stop` makes it
+/// return at once. Not run as a test, since it binds a port and serves until someone types `stop`.
+///
+/// ```no_run
+/// use std::io::BufRead;
+///
+/// use gamewire_net::{Server, ServerConfig};
+///
+/// let server = Server::bind(ServerConfig::default().addr("0.0.0.0:7777".parse()?))?;
+/// let stop = server.shutdown_handle();
+/// std::thread::spawn(move || {
+///     for line in std::io::stdin().lock().lines() {
+///         let Ok(line) = line else { break };
+///         if line.trim() == "stop" {
+///             stop.shutdown();
+///         }
+///     }
+/// });
+/// let stats = server.run()?; // serves on this thread until stopped
+/// println!("served {} connections", stats.accepted);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct ShutdownHandle(pub(crate) Arc<ShutdownState>);
 
@@ -70,6 +102,22 @@ impl ShutdownHandle {
     /// # Errors
     ///
     /// If the handlers cannot be installed or the thread cannot start.
+    ///
+    /// # Examples
+    ///
+    /// A server that stops on Ctrl-C (and on `kill`, as a service manager stops it). Not run as a
+    /// test, since it binds a port and installs process-wide signal handlers, then serves until a
+    /// signal comes.
+    ///
+    /// ```no_run
+    /// use gamewire_net::{Server, ServerConfig};
+    ///
+    /// let server = Server::bind(ServerConfig::default())?;
+    /// server.shutdown_handle().stop_on_signals()?;
+    /// let stats = server.run()?; // returns once the clients are drained, or at a second signal
+    /// println!("served {} connections", stats.accepted);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[cfg(unix)]
     pub fn stop_on_signals(&self) -> io::Result<()> {
         use signal_hook::consts::{SIGINT, SIGTERM};
@@ -86,7 +134,10 @@ impl ShutdownHandle {
 
     /// The first call starts a graceful stop: no more connections are accepted, every client gets what
     /// is queued for it and then ERROR(SHUTTING_DOWN), and [`crate::Server::run`] returns once all are
-    /// closed or the drain deadline passes. A second call makes it return at once.
+    /// closed or the drain deadline passes
+    /// ([`ServerConfig::drain_timeout`](crate::ServerConfig::drain_timeout)). A second call makes it
+    /// return at once. Never blocks: it only records the request and wakes the event loops. See the
+    /// type's documentation for an example.
     pub fn shutdown(&self) {
         self.0.requests.fetch_add(1, Ordering::AcqRel);
         for worker in 0..self.0.wakers.len() {

@@ -5,12 +5,48 @@
 //! state. Threads that did not opt in (the test's own clients) are not counted. For threads the code
 //! under test spawns itself (a server's workers), [`count_all_threads`] counts every thread but those
 //! that called [`exclude_this_thread`].
+//!
+//! Only with the `alloc-counter` feature, as a dev-dependency:
+//! `gamewire-pool = { version = "0.1", features = ["alloc-counter"] }`.
+//!
+//! # Examples
+//!
+//! Proving that a pool's hot path (allocate a chunk, fill it, freeze a frame, share it) makes no heap
+//! allocation, while the heap fallback does:
+//!
+//! ```standalone_crate
+//! use gamewire_pool::alloc_counter::{self, CountingAllocator};
+//! use gamewire_pool::{Pool, PoolBytes, PoolConfig};
+//!
+//! #[global_allocator]
+//! static ALLOCATOR: CountingAllocator = CountingAllocator;
+//!
+//! fn main() {
+//!     let pool = Pool::new(PoolConfig { chunk_size: 1024, chunk_count: 8 }).unwrap();
+//!     alloc_counter::count_this_thread();
+//!     let before = alloc_counter::allocations();
+//!     for _ in 0..100 {
+//!         let mut chunk = pool.try_alloc().expect("a free chunk");
+//!         chunk.spare_mut()[..4].copy_from_slice(b"ping");
+//!         chunk.advance(4);
+//!         let frame = chunk.freeze();
+//!         let for_bob = frame.clone();
+//!         assert_eq!(&for_bob[..], b"ping");
+//!     }
+//!     assert_eq!(alloc_counter::allocations(), before, "the pooled path allocates nothing");
+//!
+//!     let fallback = std::hint::black_box(PoolBytes::from_vec(b"pong".to_vec()));
+//!     assert!(alloc_counter::allocations() > before, "the heap fallback does");
+//!     assert!(!fallback.is_pooled());
+//! }
+//! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// Forwards to the system allocator and counts allocations of opted-in threads.
+/// Forwards to the system allocator and counts allocations of opted-in threads: install it with
+/// `#[global_allocator]` in a test binary (see the [module documentation](self)).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CountingAllocator;
 
@@ -23,22 +59,48 @@ thread_local! {
     static EXCLUDED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Counts every later allocation of every thread, but those that call [`exclude_this_thread`].
+/// Counts every later allocation of every thread, but those that call [`exclude_this_thread`]: for
+/// code under test that spawns threads of its own (a server's workers).
+///
+/// # Examples
+///
+/// ```standalone_crate
+/// use gamewire_pool::alloc_counter::{self, CountingAllocator};
+///
+/// #[global_allocator]
+/// static ALLOCATOR: CountingAllocator = CountingAllocator;
+///
+/// fn main() {
+///     // The test's own thread (its clients, its assertions) is not what is measured.
+///     alloc_counter::exclude_this_thread();
+///     alloc_counter::count_all_threads();
+///     let before = alloc_counter::allocations();
+///     let mine = std::hint::black_box(vec![0u8; 16]);
+///     assert_eq!(alloc_counter::allocations(), before, "an excluded thread is not counted");
+///
+///     std::thread::spawn(|| drop(std::hint::black_box(vec![0u8; 16]))).join().unwrap();
+///     assert!(alloc_counter::allocations() > before, "a thread that did not opt out is");
+///     drop(mine);
+/// }
+/// ```
 pub fn count_all_threads() {
     COUNT_ALL.store(true, Ordering::Relaxed);
 }
 
-/// Never counts the calling thread (a test's clients, under [`count_all_threads`]).
+/// Never counts the calling thread (a test's clients, under [`count_all_threads`]); see there for an
+/// example.
 pub fn exclude_this_thread() {
     EXCLUDED.with(|excluded| excluded.set(true));
 }
 
-/// Counts every later allocation (and reallocation) made by the calling thread.
+/// Counts every later allocation (and reallocation) made by the calling thread: the one that runs the
+/// code under test. See the module documentation for an example.
 pub fn count_this_thread() {
     COUNTED.with(|counted| counted.set(true));
 }
 
-/// Allocations counted so far, across all opted-in threads.
+/// Allocations counted so far, across all opted-in threads: compare two readings around the code under
+/// test.
 pub fn allocations() -> u64 {
     ALLOCATIONS.load(Ordering::Relaxed)
 }

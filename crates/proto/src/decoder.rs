@@ -5,6 +5,21 @@ use zerocopy::FromBytes;
 use crate::{DecodeError, HEADER_LEN, Header, Packet, PacketSet, ParseError};
 
 /// Which side of the connection the decoder reads for; it decides which packet ids are accepted.
+///
+/// # Examples
+///
+/// A client's decoder refuses a HELLO, which only clients send, from its header alone:
+///
+/// ```
+/// use gamewire_proto::{DecodeError, Direction, FrameDecoder, Packet, PacketKind, encode_frame_to_vec};
+///
+/// assert!(Direction::ToServer.v1_packets().contains(PacketKind::Hello.id()));
+/// assert!(!Direction::ToClient.v1_packets().contains(PacketKind::Hello.id()));
+///
+/// let mut client = FrameDecoder::new(Direction::ToClient, 1024);
+/// let hello = encode_frame_to_vec(0, &Packet::Hello { name: "mallory" });
+/// assert_eq!(client.next_frame(&mut &hello[..]), Err(DecodeError::UnknownPacket { packet_id: 1 }));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
     /// A server reading what a client sends: HELLO, MOVE, ATTACK, CHAT, PING.
@@ -14,7 +29,7 @@ pub enum Direction {
 }
 
 impl Direction {
-    /// Protocol v1's packets in this direction.
+    /// Protocol v1's packets in this direction: the set [`FrameDecoder::new`] accepts.
     pub const fn v1_packets(self) -> PacketSet {
         match self {
             Direction::ToServer => PacketSet::V1_FROM_CLIENT,
@@ -24,6 +39,29 @@ impl Direction {
 }
 
 /// One complete frame: a header and its payload, both borrowed.
+///
+/// What [`FrameDecoder::next_frame`] yields: read its header fields, [parse](RawFrame::packet) its
+/// payload, or hand its bytes on untouched. [`RawFrame::split_from`] cuts one off a buffer known to
+/// hold whole frames, for tests and tools.
+///
+/// # Examples
+///
+/// ```
+/// use gamewire_proto::{Packet, PacketKind, RawFrame, encode_frame_to_vec};
+///
+/// let mut bytes = encode_frame_to_vec(0, &Packet::Ping { payload: b"t=1" });
+/// bytes.extend(encode_frame_to_vec(3, &Packet::Chat { text: "hi" }));
+///
+/// let (ping, rest) = RawFrame::split_from(&bytes).unwrap();
+/// assert_eq!(ping.packet_id(), PacketKind::Ping.id());
+/// assert_eq!(ping.payload(), b"t=1");
+/// assert_eq!(ping.packet(), Ok(Packet::Ping { payload: b"t=1" }));
+///
+/// let (chat, rest) = RawFrame::split_from(rest).unwrap();
+/// assert_eq!((chat.player_id(), chat.packet()), (3, Ok(Packet::Chat { text: "hi" })));
+/// assert!(rest.is_empty());
+/// assert!(RawFrame::split_from(&bytes[..14]).is_none(), "less than a whole frame");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawFrame<'a> {
     header: &'a Header,
@@ -53,17 +91,18 @@ impl<'a> RawFrame<'a> {
         zerocopy::IntoBytes::as_bytes(self.header)
     }
 
-    /// The header's `packet_id`.
+    /// The header's `packet_id`: which packet the payload is.
     pub fn packet_id(&self) -> u32 {
         self.header.packet_id.get()
     }
 
-    /// The header's `player_id`.
+    /// The header's `player_id`: the player the frame is about (from a server), or 0 or the sender's
+    /// own id (from a client).
     pub fn player_id(&self) -> u32 {
         self.header.player_id.get()
     }
 
-    /// The payload bytes.
+    /// The payload bytes, unparsed (as [`RawFrame::header`]'s `data_length` counts them).
     pub fn payload(&self) -> &'a [u8] {
         self.payload
     }
@@ -92,6 +131,36 @@ impl<'a> RawFrame<'a> {
 /// the one given to [`FrameDecoder::set_player_id`] is [`DecodeError::SpoofedId`] (the protocol's
 /// order). After an error the stream cannot
 /// be resynchronised: every later call returns the same error, and the connection should be closed.
+///
+/// # Examples
+///
+/// A server's read loop: two frames and the first 7 bytes of a third come in one read, the rest of the
+/// third in the next.
+///
+/// ```
+/// use gamewire_proto::{DEFAULT_MAX_PAYLOAD, Direction, FrameDecoder, Move, Packet, encode_frame_to_vec};
+///
+/// let mut stream = encode_frame_to_vec(0, &Packet::Hello { name: "ada" });
+/// stream.extend(encode_frame_to_vec(0, &Packet::Ping { payload: b"1" }));
+/// stream.extend(encode_frame_to_vec(0, &Packet::Move(&Move::new(1.0, 0.0, 2.0, 0.0, 7))));
+/// let reads = stream.split_at(stream.len() - 25); // the MOVE frame is 32 bytes
+///
+/// let mut decoder = FrameDecoder::new(Direction::ToServer, DEFAULT_MAX_PAYLOAD);
+/// let (mut received, mut held) = (Vec::new(), Vec::new());
+/// for read in [reads.0, reads.1] {
+///     let mut input = read;
+///     while let Some(frame) = decoder.next_frame(&mut input)? {
+///         received.push(frame.packet()?.kind().name());
+///     }
+///     // `None`: the read is used up, and an unfinished frame is kept for the next one.
+///     assert!(input.is_empty());
+///     held.push(decoder.buffered_len());
+/// }
+/// assert_eq!(received, ["HELLO", "PING", "MOVE"]);
+/// assert_eq!(held, [7, 0]);
+/// assert!(!decoder.is_mid_frame());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct FrameDecoder {
     direction: Direction,
@@ -158,6 +227,21 @@ impl FrameDecoder {
     /// off ([`Self::skip_player_id_check`]), carries another id: the frame is refused now, from its
     /// header, as it would have been had the id been known when the header came (its payload may
     /// never come). The error is sticky, like every decoding error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use gamewire_proto::{DecodeError, Direction, FrameDecoder, Packet, encode_frame_to_vec};
+    ///
+    /// let ping = |player_id: u32| encode_frame_to_vec(player_id, &Packet::Ping { payload: &[] });
+    /// let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
+    /// // WELCOME gave this connection player 5: headers may now say 0 or 5.
+    /// decoder.set_player_id(5)?;
+    /// assert!(decoder.next_frame(&mut &ping(5)[..])?.is_some());
+    /// assert!(decoder.next_frame(&mut &ping(0)[..])?.is_some());
+    /// assert_eq!(decoder.next_frame(&mut &ping(6)[..]), Err(DecodeError::SpoofedId { player_id: 6 }));
+    /// # Ok::<(), DecodeError>(())
+    /// ```
     pub fn set_player_id(&mut self, player_id: u32) -> Result<(), DecodeError> {
         let was_checking = self.checks_player_id;
         self.own_player_id = player_id;
@@ -173,11 +257,27 @@ impl FrameDecoder {
     /// Leaves the header's `player_id` unchecked until [`Self::set_player_id`]: for a caller that
     /// learns the connection's id only later (a world on another thread) and meanwhile relies on a
     /// check once the frame is complete (`World::handle` makes it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use gamewire_proto::{DecodeError, Direction, FrameDecoder, Packet, encode_frame_to_vec};
+    ///
+    /// let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
+    /// decoder.skip_player_id_check();
+    /// // The id is not known here yet: a header naming player 9 passes, for the game to judge.
+    /// let ping = encode_frame_to_vec(9, &Packet::Ping { payload: &[] });
+    /// assert_eq!(decoder.next_frame(&mut &ping[..])?.map(|frame| frame.player_id()), Some(9));
+    /// // The game answered that this connection plays 5: the check is on again.
+    /// decoder.set_player_id(5)?;
+    /// assert_eq!(decoder.next_frame(&mut &ping[..]), Err(DecodeError::SpoofedId { player_id: 9 }));
+    /// # Ok::<(), DecodeError>(())
+    /// ```
     pub fn skip_player_id_check(&mut self) {
         self.checks_player_id = false;
     }
 
-    /// The configured payload limit.
+    /// The configured payload limit: a header with a larger `data_length` is [`DecodeError::TooLarge`].
     pub fn max_payload(&self) -> u32 {
         self.max_payload
     }
@@ -218,7 +318,8 @@ impl FrameDecoder {
     /// Takes bytes from the front of `input` and returns the next complete frame, or `None` once
     /// `input` is used up without completing one (the bytes of an unfinished frame are kept).
     ///
-    /// The frame borrows `input` or the decoder, so it must be dropped before the next call.
+    /// The frame borrows `input` or the decoder, so it must be dropped before the next call. See the
+    /// type's documentation for the read loop.
     ///
     /// # Errors
     ///

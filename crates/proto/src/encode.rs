@@ -66,6 +66,26 @@ pub fn frame_len<P: Encode + ?Sized>(packet: &P) -> usize {
 /// # Panics
 ///
 /// If `out` is shorter than [`frame_len`]`(packet)`, or the payload is longer than `u32::MAX` bytes.
+///
+/// # Examples
+///
+/// Two frames written back to back into one buffer (a pool chunk, on the server):
+///
+/// ```
+/// use gamewire_proto::{Move, Packet, RawFrame, encode_frame, frame_len};
+///
+/// let mut buffer = [0u8; 256];
+/// let moved = Packet::Move(&Move::new(1.0, 0.0, 2.0, 3.0, 99));
+/// let mut end = encode_frame(4, &moved, &mut buffer);
+/// assert_eq!(end, frame_len(&moved));
+/// end += encode_frame(4, &Packet::Chat { text: "hi" }, &mut buffer[end..]);
+///
+/// let (first, rest) = RawFrame::split_from(&buffer[..end]).unwrap();
+/// let (second, rest) = RawFrame::split_from(rest).unwrap();
+/// assert_eq!((first.player_id(), first.packet()), (4, Ok(moved)));
+/// assert_eq!(second.packet(), Ok(Packet::Chat { text: "hi" }));
+/// assert!(rest.is_empty());
+/// ```
 pub fn encode_frame<P: Encode + ?Sized>(player_id: u32, packet: &P, out: &mut [u8]) -> usize {
     let payload_len = packet.payload_len();
     let total = HEADER_LEN + payload_len;

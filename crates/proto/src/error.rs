@@ -2,7 +2,37 @@
 
 use crate::PacketKind;
 
-/// The `code` of an ERROR packet.
+/// Why a server refuses a frame or ends a session: the `code` an ERROR packet carries.
+///
+/// A server answers each protocol violation with one of these (see [`DecodeError::error_code`] and
+/// [`ParseError::error_code`]); a client reads the raw `u32` of [`Packet::Error`](crate::Packet::Error)
+/// and turns it into an `ErrorCode` with [`ErrorCode::from_u32`], keeping in mind that a newer server
+/// may send codes it does not know.
+///
+/// # Examples
+///
+/// A client reading the ERROR a server sent before closing:
+///
+/// ```
+/// use gamewire_proto::{ErrorCode, Packet, RawFrame, encode_frame_to_vec};
+///
+/// let code = ErrorCode::SlowConsumer.code();
+/// let bytes = encode_frame_to_vec(0, &Packet::Error { code, message: "send queue over its limit" });
+///
+/// let (frame, _) = RawFrame::split_from(&bytes).unwrap();
+/// let Packet::Error { code, message } = frame.packet().unwrap() else { panic!("an ERROR") };
+/// match ErrorCode::from_u32(code) {
+///     Some(code) => {
+///         assert_eq!(code, ErrorCode::SlowConsumer);
+///         assert_eq!(code.to_string(), "SLOW_CONSUMER");
+///         assert!(code.is_fatal(), "the server closes the connection after it");
+///     }
+///     // A code from a newer server: still an error, and the server closes after a fatal one.
+///     None => eprintln!("server error {code}: {message}"),
+/// }
+/// assert!(!ErrorCode::RateLimited.is_fatal(), "a dropped packet; the session goes on");
+/// assert_eq!(ErrorCode::from_u32(99), None);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum ErrorCode {
@@ -31,7 +61,8 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// The code with wire value `code`, if there is one.
+    /// The code with wire value `code`, if there is one (`None` for a code this version does not know,
+    /// which a client should tolerate).
     pub fn from_u32(code: u32) -> Option<Self> {
         use ErrorCode::*;
         Some(match code {
@@ -50,12 +81,14 @@ impl ErrorCode {
         })
     }
 
-    /// The wire value.
+    /// The wire value, as written in an ERROR payload.
     pub fn code(self) -> u32 {
         self as u32
     }
 
-    /// Whether the server closes the connection after sending this error.
+    /// Whether the server closes the connection after sending this error: every code but RATE_LIMITED
+    /// and INVALID_TARGET, which report a refused packet (protocol v1's world still ends a session
+    /// over sustained rate abuse, with a last RATE_LIMITED).
     pub fn is_fatal(self) -> bool {
         !matches!(self, Self::RateLimited | Self::InvalidTarget)
     }
@@ -86,6 +119,28 @@ impl std::fmt::Display for ErrorCode {
 }
 
 /// A frame header that breaks the contract, found by [`crate::FrameDecoder`] before the payload is read.
+///
+/// The connection cannot be resynchronised after one: the server answers with the fatal ERROR of
+/// [`DecodeError::error_code`] and closes it.
+///
+/// # Examples
+///
+/// A header announcing a 4 KiB payload is refused as soon as its 12 bytes are in, before a byte of
+/// the payload is read or buffered:
+///
+/// ```
+/// use gamewire_proto::{DecodeError, Direction, ErrorCode, FrameDecoder, PacketKind};
+///
+/// let mut decoder = FrameDecoder::new(Direction::ToServer, 1024);
+/// // packet_id CHAT, player_id 0, data_length 4096.
+/// let header = [PacketKind::Chat.id().to_le_bytes(), [0; 4], 4096u32.to_le_bytes()].concat();
+/// let error = decoder.next_frame(&mut &header[..]).unwrap_err();
+/// assert_eq!(error, DecodeError::TooLarge { length: 4096, max: 1024 });
+/// assert_eq!(error.to_string(), "payload of 4096 bytes exceeds the limit of 1024");
+/// assert_eq!(error.error_code(), ErrorCode::TooLarge);
+/// // Sticky: the stream cannot be trusted any more.
+/// assert_eq!(decoder.next_frame(&mut &[][..]).unwrap_err(), error);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// `data_length` exceeds the decoder's `max_payload`.
@@ -111,7 +166,7 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// The ERROR code the protocol answers this with.
+    /// The ERROR code the protocol answers this with (always a fatal one).
     pub fn error_code(&self) -> ErrorCode {
         match self {
             DecodeError::TooLarge { .. } => ErrorCode::TooLarge,
@@ -121,7 +176,27 @@ impl DecodeError {
     }
 }
 
-/// A payload that does not fit its packet, found by [`crate::Packet::parse`].
+/// A payload that does not fit its packet, found by [`crate::Packet::parse`] once the whole frame is
+/// in: the server answers it with the ERROR of [`ParseError::error_code`] (MALFORMED, or
+/// UNKNOWN_PACKET for an id no packet has).
+///
+/// # Examples
+///
+/// ```
+/// use gamewire_proto::{ErrorCode, Packet, PacketKind, ParseError};
+///
+/// // A HELLO with an empty name.
+/// let error = Packet::parse(PacketKind::Hello.id(), b"").unwrap_err();
+/// assert_eq!(error, ParseError::BadLength { kind: PacketKind::Hello, min: 1, max: 32, actual: 0 });
+/// assert_eq!(error.to_string(), "Hello payload length 0 outside 1..=32");
+/// assert_eq!(error.error_code(), ErrorCode::Malformed);
+///
+/// // A MOVE two bytes short.
+/// let error = Packet::parse(PacketKind::Move.id(), &[0; 18]).unwrap_err();
+/// assert_eq!(error, ParseError::WrongSize { kind: PacketKind::Move, expected: 20, actual: 18 });
+///
+/// assert_eq!(Packet::parse(99, b"").unwrap_err().error_code(), ErrorCode::UnknownPacket);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     /// No packet has this id.
@@ -130,7 +205,7 @@ pub enum ParseError {
     /// A fixed-size payload of another size.
     #[error("{kind:?} payload must be {expected} bytes, got {actual}")]
     WrongSize {
-        /// The packet.
+        /// The packet whose payload was refused.
         kind: PacketKind,
         /// Its fixed payload size.
         expected: usize,
@@ -140,7 +215,7 @@ pub enum ParseError {
     /// A text or opaque field outside its allowed length.
     #[error("{kind:?} payload length {actual} outside {min}..={max}")]
     BadLength {
-        /// The packet.
+        /// The packet whose payload was refused.
         kind: PacketKind,
         /// Smallest allowed length.
         min: usize,
@@ -152,13 +227,14 @@ pub enum ParseError {
     /// A text field that is not UTF-8.
     #[error("{kind:?} text is not valid UTF-8")]
     InvalidUtf8 {
-        /// The packet.
+        /// The packet whose payload was refused.
         kind: PacketKind,
     },
 }
 
 impl ParseError {
-    /// The ERROR code the protocol answers this with.
+    /// The ERROR code the protocol answers this with: UNKNOWN_PACKET for an unknown id, MALFORMED for
+    /// everything else.
     pub fn error_code(&self) -> ErrorCode {
         match self {
             ParseError::UnknownPacket(_) => ErrorCode::UnknownPacket,

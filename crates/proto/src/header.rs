@@ -3,14 +3,30 @@
 use zerocopy::little_endian::U32;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-/// Size of the frame header in bytes.
+/// Size of the frame header in bytes: every frame is these 12 bytes, then `data_length` payload bytes.
 pub const HEADER_LEN: usize = 12;
 
 /// The frame header as it lies on the wire: `packet_id`, `player_id`, `data_length`, each a little-endian
 /// `u32`.
 ///
-/// The fields are byte arrays underneath (`Unaligned`), so a `&Header` can be taken at any offset of a
-/// receive buffer without an unaligned read.
+/// Every frame starts with one; [`crate::RawFrame::header`] hands out the one of a decoded frame, and
+/// [`crate::encode_frame`] writes it for you. The fields are byte arrays underneath (`Unaligned`), so a
+/// `&Header` can be taken at any offset of a receive buffer without an unaligned read; `.get()` reads
+/// a field as a native `u32`.
+///
+/// # Examples
+///
+/// ```
+/// use gamewire_proto::{HEADER_LEN, Header, Packet, PacketKind, RawFrame, encode_frame_to_vec};
+///
+/// let bytes = encode_frame_to_vec(7, &Packet::Chat { text: "gg" });
+/// let (frame, _) = RawFrame::split_from(&bytes).unwrap();
+/// let header: &Header = frame.header();
+/// assert_eq!(*header, Header::new(PacketKind::Chat.id(), 7, 2));
+/// assert_eq!(header.data_length.get() as usize, bytes.len() - HEADER_LEN);
+/// // Little-endian on the wire, whatever the host.
+/// assert_eq!(frame.header_bytes(), [5, 0, 0, 0, 7, 0, 0, 0, 2, 0, 0, 0]);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct Header {
@@ -23,7 +39,8 @@ pub struct Header {
 }
 
 impl Header {
-    /// Builds a header from native values.
+    /// Builds a header from native values, e.g. to compare against a received one or to write a frame
+    /// by hand in a test.
     pub fn new(packet_id: u32, player_id: u32, data_length: u32) -> Self {
         Header {
             packet_id: U32::new(packet_id),
@@ -33,7 +50,26 @@ impl Header {
     }
 }
 
-/// Every packet of protocol v1, with its wire id as discriminant.
+/// Every packet of protocol v1, with its wire id as discriminant: what a header's `packet_id` names,
+/// for code that dispatches on a frame, checks a direction or prints a packet's protocol name without
+/// parsing its payload.
+///
+/// # Examples
+///
+/// ```
+/// use gamewire_proto::PacketKind;
+///
+/// let kind = PacketKind::from_id(3).unwrap();
+/// assert_eq!(kind, PacketKind::Move);
+/// assert_eq!((kind.id(), kind.name()), (3, "MOVE"));
+/// assert!(kind.is_client_sendable() && kind.is_server_sendable());
+/// assert!(!PacketKind::Hello.is_server_sendable());
+/// assert_eq!(PacketKind::from_id(40), None, "not a protocol v1 packet (a game's own, perhaps)");
+///
+/// let from_clients: Vec<&str> =
+///     PacketKind::ALL.into_iter().filter(|k| k.is_client_sendable()).map(PacketKind::name).collect();
+/// assert_eq!(from_clients, ["HELLO", "MOVE", "ATTACK", "CHAT", "PING"]);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum PacketKind {
@@ -62,7 +98,7 @@ pub enum PacketKind {
 }
 
 impl PacketKind {
-    /// All kinds, in id order.
+    /// All kinds, in id order (`ALL[i]` has id `i + 1`): for iterating over the protocol's packets.
     pub const ALL: [PacketKind; 11] = [
         PacketKind::Hello,
         PacketKind::Welcome,
@@ -77,7 +113,7 @@ impl PacketKind {
         PacketKind::Hit,
     ];
 
-    /// The kind with wire id `id`, if there is one.
+    /// The kind with wire id `id`, if protocol v1 has one (ids 1 to 11).
     pub fn from_id(id: u32) -> Option<Self> {
         match id {
             1..=11 => Some(Self::ALL[id as usize - 1]),
@@ -85,7 +121,7 @@ impl PacketKind {
         }
     }
 
-    /// The wire id.
+    /// The wire id, as a header's `packet_id` carries it.
     pub fn id(self) -> u32 {
         self as u32
     }

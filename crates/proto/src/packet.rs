@@ -7,6 +7,38 @@ use crate::encode::Encode;
 use crate::{CHAT_MAX, ERROR_MESSAGE_MAX, NAME_MAX, PING_MAX, PacketKind, ParseError};
 
 /// WELCOME payload (40 bytes): the session token, the spawn position, hp and the world's parameters.
+///
+/// The server's answer to HELLO; the header's `player_id` is the id the client now plays. Fields are
+/// little-endian wrappers ([`crate::little_endian`]): build them with `new`, read them with `get`.
+///
+/// # Examples
+///
+/// ```
+/// use gamewire_proto::little_endian::{F32, U32, U64};
+/// use gamewire_proto::{Packet, RawFrame, Welcome, encode_frame_to_vec};
+///
+/// // Server side: admit player 17 at (500, 250).
+/// let welcome = Welcome {
+///     token: U64::new(0x5EED),
+///     x: F32::new(500.0),
+///     y: F32::new(0.0),
+///     z: F32::new(250.0),
+///     hp: U32::new(100),
+///     world_w: F32::new(1000.0),
+///     world_h: F32::new(1000.0),
+///     aoi_radius: F32::new(50.0),
+///     max_speed: F32::new(20.0),
+/// };
+/// let bytes = encode_frame_to_vec(17, &Packet::Welcome(&welcome));
+/// assert_eq!(bytes.len(), 12 + 40);
+///
+/// // Client side: learn its id and where it stands.
+/// let (frame, _) = RawFrame::split_from(&bytes).unwrap();
+/// let Packet::Welcome(welcome) = frame.packet()? else { panic!("expected WELCOME") };
+/// assert_eq!(frame.player_id(), 17);
+/// assert_eq!((welcome.x.get(), welcome.z.get(), welcome.hp.get()), (500.0, 250.0, 100));
+/// # Ok::<(), gamewire_proto::ParseError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct Welcome {
@@ -30,7 +62,25 @@ pub struct Welcome {
     pub max_speed: F32,
 }
 
-/// MOVE payload (20 bytes), the same in both directions.
+/// MOVE payload (20 bytes), the same in both directions: a client sends its own new position, and
+/// the server relays it to every player who sees the mover, with the mover's id in the header (or sends
+/// it back, velocity 0, as the last legal position after refusing a move).
+///
+/// # Examples
+///
+/// ```
+/// use gamewire_proto::{Move, Packet, RawFrame, encode_frame_to_vec};
+///
+/// // A client moves; header player_id 0 means "my own player".
+/// let bytes = encode_frame_to_vec(0, &Packet::Move(&Move::new(101.5, 0.0, 99.0, 5.0, 123_456)));
+/// assert_eq!(bytes.len(), 12 + 20);
+///
+/// let (frame, _) = RawFrame::split_from(&bytes).unwrap();
+/// let Packet::Move(moved) = frame.packet()? else { panic!("expected MOVE") };
+/// assert_eq!((moved.x.get(), moved.z.get()), (101.5, 99.0));
+/// assert_eq!(moved.client_time.get(), 123_456);
+/// # Ok::<(), gamewire_proto::ParseError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct Move {
@@ -59,7 +109,8 @@ impl Move {
     }
 }
 
-/// The fixed 16-byte head of an ENTER payload; the name follows it.
+/// The fixed 16-byte head of an ENTER payload, where and how healthy the player coming into view is;
+/// its name follows it. See [`Packet`]'s example for reading one.
 #[derive(Clone, Copy, Debug, PartialEq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct EnterHead {
@@ -73,7 +124,8 @@ pub struct EnterHead {
     pub hp: U32,
 }
 
-/// HIT payload (12 bytes); the header's `player_id` is the attacker.
+/// HIT payload (12 bytes): an attack landed, sent to the attacker and everyone who sees the attacker;
+/// the header's `player_id` is the attacker. See [`Packet`]'s example for reading one.
 #[derive(Clone, Copy, Debug, PartialEq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct Hit {
@@ -87,8 +139,46 @@ pub struct Hit {
 
 /// A parsed payload of protocol v1.
 ///
-/// Parsing borrows the frame: nothing is copied. Every variant holds only values the protocol allows
-/// (lengths in range, UTF-8 checked), so code that matches on a `Packet` never re-validates them.
+/// What a client matches on for every frame it receives, what a server builds to send one
+/// (through [`crate::encode_frame`]; `Packet` implements [`Encode`]). Parsing borrows the frame:
+/// nothing is copied. Every variant holds only values the protocol allows (lengths in range, UTF-8
+/// checked), so code that matches on a `Packet` never re-validates them.
+///
+/// # Examples
+///
+/// A client's receive loop over what a server sent: player 4 comes into view, player 2 hits it, then
+/// says something.
+///
+/// ```
+/// use gamewire_proto::little_endian::{F32, U32};
+/// use gamewire_proto::{
+///     Direction, EnterHead, FrameDecoder, Hit, Packet, SERVER_PAYLOAD_MAX, encode_frame_to_vec,
+/// };
+///
+/// let head = EnterHead { x: F32::new(10.0), y: F32::new(0.0), z: F32::new(12.5), hp: U32::new(100) };
+/// let hit = Hit { target_id: U32::new(4), damage: U32::new(10), target_hp: U32::new(90) };
+/// let mut received = encode_frame_to_vec(4, &Packet::Enter { head: &head, name: "bob" });
+/// received.extend(encode_frame_to_vec(2, &Packet::Hit(&hit)));
+/// received.extend(encode_frame_to_vec(2, &Packet::Chat { text: "gg" }));
+///
+/// let mut decoder = FrameDecoder::new(Direction::ToClient, SERVER_PAYLOAD_MAX);
+/// let mut input = &received[..];
+/// let mut log = Vec::new();
+/// while let Some(frame) = decoder.next_frame(&mut input)? {
+///     let who = frame.player_id();
+///     match frame.packet()? {
+///         Packet::Enter { head, name } => log.push(format!("{name} ({who}) at x={}", head.x.get())),
+///         Packet::Leave => log.push(format!("{who} left")),
+///         Packet::Hit(hit) => {
+///             log.push(format!("{who} hit {}: {} hp left", hit.target_id.get(), hit.target_hp.get()))
+///         }
+///         Packet::Chat { text } => log.push(format!("{who}: {text}")),
+///         other => log.push(other.kind().name().to_string()),
+///     }
+/// }
+/// assert_eq!(log, ["bob (4) at x=10", "2 hit 4: 90 hp left", "2: gg"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Packet<'a> {
     /// HELLO: the player's name, 1..=32 bytes.
@@ -96,11 +186,11 @@ pub enum Packet<'a> {
         /// The name.
         name: &'a str,
     },
-    /// WELCOME.
+    /// WELCOME: the server admits the client; the header's `player_id` is the client's new id.
     Welcome(&'a Welcome),
-    /// MOVE.
+    /// MOVE: a position update (a client's own, or one the server relays about the header's player).
     Move(&'a Move),
-    /// ATTACK.
+    /// ATTACK: the client attacks a player it sees.
     Attack {
         /// The player attacked.
         target_id: u32,
@@ -137,7 +227,7 @@ pub enum Packet<'a> {
         /// Human-readable detail.
         message: &'a str,
     },
-    /// HIT.
+    /// HIT: an attack landed; the header's `player_id` is the attacker.
     Hit(&'a Hit),
 }
 
@@ -167,12 +257,28 @@ impl<'a> Packet<'a> {
     /// Parses the payload of a packet with wire id `packet_id`.
     ///
     /// Direction is not checked here: [`crate::FrameDecoder`] refuses the ids its direction may not carry
-    /// before the payload arrives.
+    /// before the payload arrives. [`crate::RawFrame::packet`] calls this with a decoded frame's id and
+    /// payload.
     ///
     /// # Errors
     ///
     /// [`ParseError::UnknownPacket`] for an id outside 1..=11; otherwise a [`ParseError`] that maps to
     /// MALFORMED: a fixed payload of the wrong size, a text of the wrong length, or invalid UTF-8.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use gamewire_proto::{Packet, PacketKind, ParseError};
+    ///
+    /// // An ATTACK payload is the target's id, a little-endian u32.
+    /// let payload = 7u32.to_le_bytes();
+    /// assert_eq!(Packet::parse(PacketKind::Attack.id(), &payload), Ok(Packet::Attack { target_id: 7 }));
+    /// assert_eq!(Packet::parse(PacketKind::Chat.id(), "hé".as_bytes()), Ok(Packet::Chat { text: "hé" }));
+    /// assert_eq!(
+    ///     Packet::parse(PacketKind::Chat.id(), &[0xFF]),
+    ///     Err(ParseError::InvalidUtf8 { kind: PacketKind::Chat })
+    /// );
+    /// ```
     pub fn parse(packet_id: u32, payload: &'a [u8]) -> Result<Self, ParseError> {
         let kind = PacketKind::from_id(packet_id).ok_or(ParseError::UnknownPacket(packet_id))?;
         Ok(match kind {
@@ -221,7 +327,7 @@ impl<'a> Packet<'a> {
         })
     }
 
-    /// The packet's kind.
+    /// The packet's kind, e.g. to log its protocol name without matching every variant.
     pub fn kind(&self) -> PacketKind {
         match self {
             Packet::Hello { .. } => PacketKind::Hello,
@@ -238,7 +344,7 @@ impl<'a> Packet<'a> {
         }
     }
 
-    /// Payload size in bytes once encoded.
+    /// Payload size in bytes once encoded (the header's `data_length`).
     pub fn payload_len(&self) -> usize {
         match self {
             Packet::Hello { name } => name.len(),

@@ -1,6 +1,21 @@
 //! Positions, the visibility predicate, and the uniform grid that answers "who is near" in O(nearby).
 
 /// A position: `x` and `z` span the world's floor, `y` is height.
+///
+/// Where a player stands, in [`crate::AoiGrid`] and [`crate::World`]; [`Position::within`] is the one
+/// rule for who sees whom.
+///
+/// # Examples
+///
+/// ```
+/// use gamewire_world::Position;
+///
+/// let ada = Position::new(0.0, 0.0, 0.0);
+/// let bob = Position::new(30.0, 500.0, 40.0); // 50 away on the floor, high above it
+/// assert_eq!(ada.distance_squared_xz(bob), 2500.0);
+/// assert!(ada.within(bob, 50.0), "inclusive, and height plays no part");
+/// assert!(!ada.within(bob, 49.9));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub struct Position {
     /// Along the world's width.
@@ -12,7 +27,7 @@ pub struct Position {
 }
 
 impl Position {
-    /// A position.
+    /// The position at `x`, height `y`, `z`.
     pub const fn new(x: f32, y: f32, z: f32) -> Self {
         Position { x, y, z }
     }

@@ -30,7 +30,7 @@ impl PlayerId {
         NonZeroU32::new(raw).filter(|raw| raw.get() & SLOT_MASK != 0).map(PlayerId)
     }
 
-    /// The wire value.
+    /// The wire value, as a header's `player_id` or an ATTACK's target carries it.
     pub fn get(self) -> u32 {
         self.0.get()
     }

@@ -11,7 +11,7 @@ use crate::geometry::{Grid, GridSlot, Position};
 use crate::rate::TokenBucket;
 use crate::{Config, ConfigError, Game, Outbox, PlayerId, Recipients, Verdict};
 
-/// Largest |y| a position may have.
+/// Largest |y| a position may have: a MOVE higher or deeper than this is refused.
 pub const MAX_HEIGHT: f32 = 10_000.0;
 /// Slack added to the elapsed time of the speed check, in seconds (protocol v1: + 0.1 s).
 const SPEED_SLACK_SECS: f64 = 0.1;
@@ -26,6 +26,47 @@ const ABUSE_REFUSED_SECONDS: f32 = 80.0;
 
 /// The protocol state of one connection, owned by the I/O layer and passed into the world with every
 /// frame.
+///
+/// It knows whether the connection has said HELLO, which player it plays, and when it times out
+/// ([`Session::deadline`]); the I/O layer keeps one per connection and calls
+/// [`World::poll_timeout`] once the deadline passes.
+///
+/// # Examples
+///
+/// A connection that never says HELLO, on a fake clock:
+///
+/// ```
+/// use std::time::{Duration, Instant};
+///
+/// use gamewire_proto::{Encode, ErrorCode, Packet, RawFrame, encode_frame_to_vec};
+/// use gamewire_world::{Config, Outbox, Recipients, Session, Verdict, World};
+///
+/// /// Keeps every frame, whoever it is for.
+/// #[derive(Default)]
+/// struct Frames(Vec<Vec<u8>>);
+///
+/// impl Outbox for Frames {
+///     fn send<P: Encode + ?Sized>(&mut self, _to: Recipients<'_>, player_id: u32, packet: &P) {
+///         self.0.push(encode_frame_to_vec(player_id, packet));
+///     }
+/// }
+///
+/// let mut world = World::new(Config::default())?;
+/// let opened = Instant::now();
+/// let mut session = Session::new(opened);
+/// let mut out = Frames::default();
+///
+/// // No HELLO yet: it has `hello_timeout` (5 s by default) to send one.
+/// assert_eq!(session.deadline(world.config()), opened + Duration::from_secs(5));
+/// let later = |seconds| opened + Duration::from_secs(seconds);
+/// assert_eq!(world.poll_timeout(later(4), &mut session, &mut out), Verdict::Continue);
+/// assert_eq!(world.poll_timeout(later(5), &mut session, &mut out), Verdict::Close);
+///
+/// let (frame, _) = RawFrame::split_from(&out.0[0]).unwrap();
+/// assert_eq!(frame.packet()?, Packet::Error { code: ErrorCode::Timeout.code(), message: "timed out" });
+/// assert!(session.is_closed());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Session {
     state: SessionState,
@@ -75,7 +116,8 @@ impl Session {
     }
 }
 
-/// A read-only view of a player, for tests and tools.
+/// A read-only view of a player, from [`World::player`] and [`World::players`]: for tests, tools and an
+/// admin console.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PlayerInfo<'a> {
     /// Its id.
@@ -157,7 +199,8 @@ struct Scratch {
     left: Vec<PlayerId>,
 }
 
-/// Players, their positions and every rule of protocol v1.
+/// Players, their positions and every rule of protocol v1: the reference game, which
+/// `gamewire_net::Server::bind` serves (it implements [`Game`]).
 ///
 /// The world does no I/O and reads no clock: the caller passes `now` and an [`Outbox`] into every
 /// call. Calls must be made in this order for each connection: [`Session::new`] when it opens;
@@ -165,6 +208,82 @@ struct Scratch {
 /// [`Session::deadline`] passes; [`World::fail`] for a violation the I/O layer finds itself (a bad
 /// header, a partial frame left unfinished, a slow consumer); [`World::close`] when it closes for any
 /// other reason. A [`Verdict::Close`] means the world has already removed the player.
+///
+/// # Examples
+///
+/// Driving a world by hand, as the I/O layer (or a test) does: two connections say HELLO, each is
+/// WELCOMEd and sees the other enter, then one closes and the other sees it leave. The [`Outbox`]
+/// records what the world sends instead of writing to sockets.
+///
+/// ```
+/// use std::time::Instant;
+///
+/// use gamewire_proto::{Encode, Packet, RawFrame, encode_frame_to_vec};
+/// use gamewire_world::{Config, Outbox, PlayerId, Recipients, Session, Verdict, World};
+///
+/// /// Records each frame, encoded as its recipients would receive it.
+/// #[derive(Debug, Default)]
+/// struct Recorder {
+///     /// Frames for the connection being handled.
+///     to_sender: Vec<Vec<u8>>,
+///     /// Frames for other players, each with its recipient.
+///     to_players: Vec<(PlayerId, Vec<u8>)>,
+/// }
+///
+/// impl Outbox for Recorder {
+///     fn send<P: Encode + ?Sized>(&mut self, to: Recipients<'_>, player_id: u32, packet: &P) {
+///         let frame = encode_frame_to_vec(player_id, packet);
+///         match to {
+///             Recipients::Sender => self.to_sender.push(frame),
+///             Recipients::One(id) => self.to_players.push((id, frame)),
+///             Recipients::Many(ids) => self.to_players.extend(ids.iter().map(|&id| (id, frame.clone()))),
+///         }
+///     }
+/// }
+///
+/// /// What the I/O layer does with each complete frame it reads from `session`'s connection.
+/// fn receive(world: &mut World, session: &mut Session, bytes: &[u8], out: &mut Recorder) -> Verdict {
+///     let (frame, _) = RawFrame::split_from(bytes).expect("one whole frame");
+///     world.handle(Instant::now(), session, frame, out)
+/// }
+///
+/// // Everyone spawns at (100, 100), so everyone sees everyone.
+/// let mut world = World::new(Config { spawn: Some((100.0, 100.0)), ..Config::default() })?;
+/// let mut out = Recorder::default();
+///
+/// // A connection opens and says HELLO: the world answers it with WELCOME.
+/// let mut ada = Session::new(Instant::now());
+/// let hello = encode_frame_to_vec(0, &Packet::Hello { name: "ada" });
+/// assert_eq!(receive(&mut world, &mut ada, &hello, &mut out), Verdict::Continue);
+/// let ada_id = ada.player().expect("ada joined");
+/// let welcome = out.to_sender.pop().unwrap();
+/// let (frame, _) = RawFrame::split_from(&welcome).unwrap();
+/// let Packet::Welcome(welcome) = frame.packet()? else { panic!("expected WELCOME") };
+/// assert_eq!(frame.player_id(), ada_id.get(), "the header carries the new player's id");
+/// assert_eq!((welcome.x.get(), welcome.z.get()), (100.0, 100.0));
+///
+/// // A second player joins beside her: it gets WELCOME then ENTER(ada); ada gets ENTER(bob).
+/// let mut bob = Session::new(Instant::now());
+/// let hello = encode_frame_to_vec(0, &Packet::Hello { name: "bob" });
+/// assert_eq!(receive(&mut world, &mut bob, &hello, &mut out), Verdict::Continue);
+/// let bob_id = bob.player().expect("bob joined");
+/// assert_eq!(out.to_sender.len(), 2);
+/// let (to, enter) = &out.to_players[0];
+/// let (frame, _) = RawFrame::split_from(enter).unwrap();
+/// assert_eq!((*to, frame.player_id()), (ada_id, bob_id.get()));
+/// assert!(matches!(frame.packet()?, Packet::Enter { name: "bob", .. }));
+/// let mut seen = Vec::new();
+/// world.visible_to(ada_id, &mut seen);
+/// assert_eq!(seen, [bob_id]);
+///
+/// // Bob's connection closes: ada sees him leave.
+/// let mut out = Recorder::default();
+/// world.close(&mut bob, &mut out);
+/// assert_eq!(out.to_players, [(ada_id, encode_frame_to_vec(bob_id.get(), &Packet::Leave))]);
+/// assert_eq!(world.player_count(), 1);
+/// assert_eq!(world.player(ada_id).map(|ada| ada.name), Some("ada"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct World {
     config: Config,
@@ -178,7 +297,7 @@ pub struct World {
 }
 
 impl World {
-    /// An empty world.
+    /// An empty world with `config`'s rules.
     ///
     /// # Errors
     ///
@@ -197,7 +316,7 @@ impl World {
         })
     }
 
-    /// The parameters in force.
+    /// The parameters in force (e.g. for [`Session::deadline`]).
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -664,7 +783,21 @@ fn send_error(out: &mut impl Outbox, header_id: u32, code: ErrorCode) {
     );
 }
 
-/// The human-readable text sent with each ERROR code.
+/// The human-readable text sent with each ERROR code: the world's own, and the one an I/O layer
+/// should send with the ERRORs it raises itself (TOO_LARGE, SLOW_CONSUMER, SHUTTING_DOWN, ...), so
+/// that clients see the same words whoever sent it.
+///
+/// # Examples
+///
+/// ```
+/// use gamewire_proto::{ErrorCode, Packet, encode_frame_to_vec};
+/// use gamewire_world::error_message;
+///
+/// let code = ErrorCode::ShuttingDown;
+/// assert_eq!(error_message(code), "server is shutting down");
+/// let frame = encode_frame_to_vec(0, &Packet::Error { code: code.code(), message: error_message(code) });
+/// assert_eq!(frame.len(), 12 + 4 + error_message(code).len());
+/// ```
 pub fn error_message(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::Malformed => "payload does not match its packet",
