@@ -52,6 +52,40 @@ pub trait Encode {
     }
 }
 
+/// `packet`, sent as the last frame its recipient gets ([`Encode::is_fatal`]): queued even past the
+/// recipient's send limit, and nothing after it. For a frame that ends a session without being a
+/// fatal ERROR: protocol v1's RATE_LIMITED to a player cut off for sustained abuse, or a game's own
+/// goodbye (a KICKED packet) before it ends the session.
+///
+/// ```
+/// use gamewire_proto::{Encode, ErrorCode, LastFrame, Packet};
+///
+/// let limited = Packet::Error { code: ErrorCode::RateLimited.code(), message: "rate limit exceeded" };
+/// assert!(!limited.is_fatal(), "RATE_LIMITED alone is a warning");
+/// assert!(LastFrame(&limited).is_fatal(), "as the last frame it passes the send limit");
+/// assert_eq!(LastFrame(&limited).packet_id(), limited.packet_id());
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct LastFrame<'a, P: ?Sized>(pub &'a P);
+
+impl<P: Encode + ?Sized> Encode for LastFrame<'_, P> {
+    fn packet_id(&self) -> u32 {
+        self.0.packet_id()
+    }
+
+    fn payload_len(&self) -> usize {
+        self.0.payload_len()
+    }
+
+    fn write_payload(&self, out: &mut [u8]) {
+        self.0.write_payload(out);
+    }
+
+    fn is_fatal(&self) -> bool {
+        true
+    }
+}
+
 /// Size in bytes of the whole frame (header and payload) that carries `packet`.
 pub fn frame_len<P: Encode + ?Sized>(packet: &P) -> usize {
     HEADER_LEN + packet.payload_len()

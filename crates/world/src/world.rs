@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use gamewire_proto::little_endian::{F32, U32, U64};
 use gamewire_proto::{
-    EnterHead, ErrorCode, Hit, Move, NAME_MAX, Packet, PacketKind, PacketSet, RawFrame, Welcome,
+    EnterHead, ErrorCode, Hit, LastFrame, Move, NAME_MAX, Packet, PacketKind, PacketSet, RawFrame, Welcome,
 };
 
 use crate::geometry::{Grid, GridSlot, Position};
@@ -436,8 +436,12 @@ impl World {
             Token::Taken => {}
             Token::Refused => return Verdict::Continue,
             Token::Abuse => {
-                // Sustained abuse: RATE_LIMITED, this time as the last frame (interpretation 40).
-                send_error(out, id.get(), ErrorCode::RateLimited);
+                // Sustained abuse: RATE_LIMITED, this time as the last frame (interpretation 40), so
+                // it passes a full send queue as a fatal ERROR would: a flooder that does not read
+                // still learns why it was cut off.
+                let code = ErrorCode::RateLimited;
+                let last = Packet::Error { code: code.code(), message: error_message(code) };
+                out.send(Recipients::Sender, id.get(), &LastFrame(&last));
                 self.close(session, out);
                 return Verdict::Close;
             }
