@@ -449,6 +449,11 @@ impl Outbox for Net {
             }
         }
     }
+
+    fn end(&mut self, player: PlayerId) {
+        // Protocol v1 ends a session only through the verdict of a call about it.
+        panic!("the world ended player {player} from outside a call about its session");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -66,4 +66,11 @@ impl Outbox for NaiveOutbox<'_> {
             }
         }
     }
+
+    fn end(&mut self, player: PlayerId) {
+        // This baseline serves protocol v1's `World` only, which ends a session through the verdict
+        // of a call about it, never from outside (and another thread owns that session here):
+        // failing loudly beats a session left open.
+        unreachable!("the world ended player {player} from outside a call about its session");
+    }
 }

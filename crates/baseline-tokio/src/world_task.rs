@@ -327,4 +327,10 @@ impl Outbox for Outgoing<'_> {
             }
         }
     }
+
+    fn end(&mut self, player: PlayerId) {
+        // This baseline serves protocol v1's `World` only, which ends a session through the verdict
+        // of a call about it, never from outside: failing loudly beats a session left open.
+        unreachable!("the world ended player {player} from outside a call about its session");
+    }
 }

@@ -71,13 +71,21 @@ impl<G: Game> GameInbox<G> {
     }
 
     /// Runs what is due at `now`: the commands that arrived (at most [`COMMANDS_PER_TURN`]), then the
-    /// tick if its time has come. Returns whether anything ran.
-    pub(crate) fn run(&mut self, game: &mut G, now: Instant, out: &mut impl Outbox) -> bool {
+    /// tick if its time has come; `after_each` right after each of these calls (the sessions it ended
+    /// are closed there, before the next call). Returns whether anything ran.
+    pub(crate) fn run<O: Outbox>(
+        &mut self,
+        game: &mut G,
+        now: Instant,
+        out: &mut O,
+        mut after_each: impl FnMut(&mut G, &mut O),
+    ) -> bool {
         let mut ran = false;
         for _ in 0..COMMANDS_PER_TURN {
             match self.commands.try_recv() {
                 Ok(command) => {
                     game.command(now, command, out);
+                    after_each(game, out);
                     ran = true;
                 }
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
@@ -87,6 +95,7 @@ impl<G: Game> GameInbox<G> {
             && now >= due
         {
             game.tick(now, out);
+            after_each(game, out);
             let interval = game.tick_interval().unwrap_or(Duration::MAX);
             // A fixed rate; after a stall longer than one interval, the missed ticks are not replayed.
             let next = due.checked_add(interval);

@@ -66,6 +66,9 @@ pub(crate) struct Outbound {
     players: Vec<Option<(PlayerId, usize)>>,
     /// Tokens whose queue went over the hard limit: to be cut off with SLOW_CONSUMER.
     pub(crate) over_hard: Vec<usize>,
+    /// Tokens whose session the game ended ([`Outbox::end`]), in that order: the worker calls
+    /// `Game::close` on each and drains it once the game's call returns.
+    pub(crate) ended: Vec<usize>,
     pub(crate) writer: FrameWriter,
     /// The connection whose frame is being handled: [`Recipients::Sender`].
     pub(crate) sender: usize,
@@ -84,6 +87,7 @@ impl Outbound {
             dirty_since: Vec::new(),
             players: Vec::new(),
             over_hard: Vec::new(),
+            ended: Vec::new(),
             writer: FrameWriter::new(pool),
             sender: usize::MAX,
             now,
@@ -243,6 +247,15 @@ impl Outbox for Outbound {
                 }
             }
         }
+    }
+
+    fn end(&mut self, player: PlayerId) {
+        let Some(token) = self.token_of(player) else { return };
+        // Unrouted and sealed at once: what was queued stays (and is flushed by the drain), nothing
+        // the game sends from now on gets in, whoever it is addressed as.
+        self.unbind(player);
+        self.queues[token].seal();
+        self.ended.push(token);
     }
 }
 

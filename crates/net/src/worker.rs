@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gamewire_pool::Pool;
 use gamewire_proto::{Direction, ErrorCode, FrameDecoder, Packet, PacketSet, encode_frame_to_vec};
@@ -316,7 +316,7 @@ impl<S, G: Game> Worker<S, G> {
     /// world. Frames count as completed at `now`, or when the backend deferred reading them
     /// ([`Self::defer_read`]), whichever is earlier.
     pub(crate) fn receive(&mut self, token: usize, bytes: &[u8], now: Instant) {
-        let Worker { conns, out, world, stats, .. } = self;
+        let Worker { conns, out, world, stats, config, .. } = self;
         let conn = &mut conns[token];
         if conn.phase != Phase::Open || conn.end_requested {
             return; // Draining, or ending: the peer's bytes are read only to be dropped.
@@ -326,18 +326,24 @@ impl<S, G: Game> Worker<S, G> {
         let mut completed = 0;
         let mut failed = None;
         let verdict = match world {
-            WorldLink::Inline(game, _) => {
+            WorldLink::Inline(game, _) => loop {
+                let conn = &mut conns[token];
+                if conn.phase != Phase::Open {
+                    // The game ended this very session (`Outbox::end`) and `close_ended` drained it:
+                    // the frames behind the one that did are not handed to it.
+                    break Verdict::Continue;
+                }
                 let Some(session) = &mut conn.session else { return };
                 out.sender = token;
                 out.now = now;
-                loop {
+                let verdict = loop {
                     match conn.decoder.next_frame(&mut input) {
                         Ok(Some(frame)) => {
                             stats.frames_in += 1;
                             completed += 1;
                             let verdict = handle_frame(game, now, completed_at, session, frame, out);
                             if verdict == Verdict::Close {
-                                break Verdict::Close;
+                                break Some(Verdict::Close);
                             }
                             // Route frames addressed to the player by id from its WELCOME on: the next
                             // frame in this same read (a MOVE right behind the HELLO) already needs it.
@@ -350,12 +356,21 @@ impl<S, G: Game> Worker<S, G> {
                                 let _ = conn.decoder.set_player_id(id.get());
                                 out.bind(id, token);
                             }
+                            if !out.ended.is_empty() {
+                                break None;
+                            }
                         }
-                        Ok(None) => break Verdict::Continue,
-                        Err(error) => break game.fail(session, error.error_code(), out),
+                        Ok(None) => break Some(Verdict::Continue),
+                        Err(error) => break Some(game.fail(session, error.error_code(), out)),
                     }
+                };
+                match verdict {
+                    Some(verdict) => break verdict,
+                    // The frame ended sessions (`Outbox::end`), maybe this one: they are closed before
+                    // the game gets the next frame.
+                    None => close_ended(game, conns, out, config.write_deadline, now),
                 }
-            }
+            },
             WorldLink::Remote(remote) => {
                 let id = conn.id(token);
                 loop {
@@ -384,6 +399,7 @@ impl<S, G: Game> Worker<S, G> {
         };
         // The deadline runs from the first byte of the frame that is unfinished now: a frame that
         // began in this read (after others completed) starts its own clock.
+        let conn = &mut conns[token];
         conn.partial_since = match (conn.decoder.is_mid_frame(), completed) {
             (false, _) => None,
             (true, 0) => conn.partial_since.or(Some(now)),
@@ -393,6 +409,7 @@ impl<S, G: Game> Worker<S, G> {
             conn.session = None; // The game is done with it.
             self.begin_drain(token, now);
         }
+        self.finish_ends(now);
         if let Some(code) = failed {
             self.fail(token, code, now);
         }
@@ -413,6 +430,7 @@ impl<S, G: Game> Worker<S, G> {
                     let _ = game.fail(&mut session, code, out);
                 }
                 self.begin_drain(token, now);
+                self.finish_ends(now);
             }
             WorldLink::Remote(remote) => {
                 // The world sends the ERROR and LEAVEs, then `Delivery::End` starts the drain.
@@ -433,30 +451,39 @@ impl<S, G: Game> Worker<S, G> {
             conn.session = None;
             self.begin_drain(token, now);
         }
+        self.finish_ends(now);
     }
 
     /// Runs what the game has due besides frames (one worker): the embedding program's commands and
     /// the tick. Called by the backend once per loop turn, after its events.
     pub(crate) fn run_game(&mut self, now: Instant) {
-        if let WorldLink::Inline(game, inbox) = &mut self.world {
-            self.out.sender = NO_SENDER;
-            self.out.now = now;
-            if !inbox.run(game, now, &mut self.out) {
+        let Worker { conns, out, world, config, .. } = self;
+        if let WorldLink::Inline(game, inbox) = world {
+            out.sender = NO_SENDER;
+            out.now = now;
+            let write_deadline = config.write_deadline;
+            // Each command and the tick is a call of its own: the sessions it ended are closed before
+            // the next one runs.
+            let ran = inbox.run(game, now, out, |game, out| {
+                close_ended(game, conns, out, write_deadline, now);
+            });
+            if !ran {
                 // Counts change with frames too: published once per turn (a relaxed store).
                 inbox.publish(game);
             }
         }
     }
 
-    fn begin_drain(&mut self, token: usize, now: Instant) {
-        let conn = &mut self.conns[token];
-        if let Some(id) = conn.player.take() {
-            self.out.unbind(id);
+    /// Closes the sessions the game ended in the call that just returned ([`Outbox::end`]), one worker.
+    fn finish_ends(&mut self, now: Instant) {
+        let Worker { conns, out, world, config, .. } = self;
+        if let WorldLink::Inline(game, _) = world {
+            close_ended(game, conns, out, config.write_deadline, now);
         }
-        conn.phase = Phase::Draining { deadline: now + self.config.write_deadline, write_shut: false };
-        self.out.queues[token].seal();
-        // Flush (and then shut the write side) even if nothing new was queued.
-        self.out.mark_dirty(token);
+    }
+
+    fn begin_drain(&mut self, token: usize, now: Instant) {
+        begin_drain(&mut self.conns[token], &mut self.out, token, now + self.config.write_deadline);
     }
 
     /// The peer closed, reset, or the socket failed: the player leaves and the connection goes.
@@ -485,6 +512,8 @@ impl<S, G: Game> Worker<S, G> {
         if !self.closed.contains(&token) {
             self.closed.push(token);
         }
+        // Its `close` may have ended other sessions.
+        self.finish_ends(now);
     }
 
     /// Applies what the world thread sent (a remote world): frames queued, sessions ended. Called by
@@ -807,6 +836,45 @@ impl<S, G: Game> Worker<S, G> {
         self.stats.heap_fallbacks = self.out.writer.heap_fallbacks;
         self.stats
     }
+}
+
+/// Starts draining `token`'s connection: unrouted, its queue sealed and flushed, then its write side
+/// shut (by `deadline` at the latest).
+fn begin_drain<S, X>(conn: &mut Conn<S, X>, out: &mut Outbound, token: usize, deadline: Instant) {
+    if let Some(id) = conn.player.take() {
+        out.unbind(id);
+    }
+    conn.phase = Phase::Draining { deadline, write_shut: false };
+    out.queues[token].seal();
+    // Flush (and then shut the write side) even if nothing new was queued.
+    out.mark_dirty(token);
+}
+
+/// One worker: calls [`Game::close`] on each session the game ended ([`Outbox::end`]) and drains its
+/// connection, in the order they were ended; a `close` that ends more is followed to the last.
+fn close_ended<S, G: Game>(
+    game: &mut G,
+    conns: &mut Slab<Conn<S, G::Session>>,
+    out: &mut Outbound,
+    write_deadline: Duration,
+    now: Instant,
+) {
+    let mut next = 0;
+    while let Some(&token) = out.ended.get(next) {
+        next += 1;
+        let Some(conn) = conns.get_mut(token) else { continue };
+        if conn.phase != Phase::Open {
+            continue; // It also ended another way in the same call.
+        }
+        if let Some(mut session) = conn.session.take() {
+            // Its queue is sealed: `Sender` reaches nothing, as for a peer that is gone.
+            out.sender = NO_SENDER;
+            out.now = now;
+            game.close(&mut session, out);
+        }
+        begin_drain(conn, out, token, now + write_deadline);
+    }
+    out.ended.clear();
 }
 
 #[cfg(test)]

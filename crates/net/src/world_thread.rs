@@ -285,6 +285,8 @@ struct WorldThread<G: Game> {
     writer: FrameWriter,
     /// `players[id.index()]`: the worker and connection playing `id`.
     players: Vec<Option<(PlayerId, usize, ConnId)>>,
+    /// Sessions the game ended ([`Outbox::end`]) in the call running now: closed once it returns.
+    ended: Vec<(usize, ConnId)>,
     shutdown: Arc<ShutdownState>,
 }
 
@@ -304,6 +306,7 @@ impl<G: Game> WorldThread<G> {
             sessions,
             writer: FrameWriter::new(pool),
             players: Vec::new(),
+            ended: Vec::new(),
             shutdown,
         }
     }
@@ -330,9 +333,11 @@ impl<G: Game> WorldThread<G> {
                 }
                 // The embedding program's commands and the tick, with the same backpressure.
                 if self.links.iter().all(|link| link.overflow.is_empty()) {
-                    let WorldThread { game, inbox, links, writer, players, .. } = &mut self;
-                    let mut out = WorldOutbox { links, writer, players, sender: None };
-                    busy |= inbox.run(game, now, &mut out);
+                    let WorldThread { game, inbox, links, sessions, writer, players, ended, .. } = &mut self;
+                    let mut out = WorldOutbox { links, writer, players, ended, sender: None };
+                    // Each command and the tick is a call of its own: the sessions it ended are closed
+                    // before the next one runs.
+                    busy |= inbox.run(game, now, &mut out, |game, out| close_ended(game, sessions, out));
                 }
             } else {
                 busy = true; // Waiting for a worker to make room: come back soon.
@@ -418,7 +423,7 @@ impl<G: Game> WorldThread<G> {
         conn: ConnId,
         f: impl FnOnce(&mut G, &mut G::Session, &mut WorldOutbox<'_>) -> Verdict,
     ) {
-        let WorldThread { game, links, sessions, writer, players, .. } = self;
+        let WorldThread { game, links, sessions, writer, players, ended, .. } = self;
         let token = conn.token as usize;
         let Some(Some(slot)) = sessions[worker].get_mut(token) else { return };
         if slot.generation != conn.generation || slot.ended {
@@ -428,7 +433,7 @@ impl<G: Game> WorldThread<G> {
         let verdict = f(
             game,
             &mut slot.session,
-            &mut WorldOutbox { links, writer, players, sender: Some((worker, conn)) },
+            &mut WorldOutbox { links, writer, players, ended, sender: Some((worker, conn)) },
         );
         let has_player = if verdict == Verdict::Close { None } else { game.player(&slot.session) };
         match (had_player, has_player) {
@@ -454,6 +459,9 @@ impl<G: Game> WorldThread<G> {
             slot.ended = true;
             links[worker].push(Delivery::End(conn));
         }
+        if !ended.is_empty() {
+            close_ended(game, sessions, &mut WorldOutbox { links, writer, players, ended, sender: None });
+        }
     }
 
     /// Tells the workers of sessions past their deadline (each is asked again at every sweep until
@@ -472,6 +480,30 @@ impl<G: Game> WorldThread<G> {
     }
 }
 
+/// Calls [`Game::close`] on each session the game ended ([`Outbox::end`]) and tells its worker to drain
+/// the connection, in the order they were ended; a `close` that ends more is followed to the last.
+fn close_ended<G: Game>(
+    game: &mut G,
+    sessions: &mut [Vec<Option<SessionSlot<G::Session>>>],
+    out: &mut WorldOutbox<'_>,
+) {
+    let mut next = 0;
+    while let Some(&(worker, conn)) = out.ended.get(next) {
+        next += 1;
+        let Some(Some(slot)) = sessions[worker].get_mut(conn.token as usize) else { continue };
+        if slot.generation != conn.generation || slot.ended {
+            continue; // It also ended another way in the same call.
+        }
+        slot.ended = true;
+        // `Sender` reaches nothing, as on one worker, where the ended connection's queue is sealed.
+        out.sender = None;
+        game.close(&mut slot.session, out);
+        // After the frames sent to it before the end, on the same ring: they arrive first.
+        out.links[worker].push(Delivery::End(conn));
+    }
+    out.ended.clear();
+}
+
 fn unbind(players: &mut [Option<(PlayerId, usize, ConnId)>], id: PlayerId) {
     if let Some(entry) = players.get_mut(id.index())
         && entry.is_some_and(|(bound, _, _)| bound == id)
@@ -485,7 +517,9 @@ fn unbind(players: &mut [Option<(PlayerId, usize, ConnId)>], id: PlayerId) {
 struct WorldOutbox<'a> {
     links: &'a mut [WorkerLink],
     writer: &'a mut FrameWriter,
-    players: &'a [Option<(PlayerId, usize, ConnId)>],
+    players: &'a mut [Option<(PlayerId, usize, ConnId)>],
+    /// Sessions ended in this call ([`Outbox::end`]), for [`close_ended`].
+    ended: &'a mut Vec<(usize, ConnId)>,
     /// The connection whose frame is handled; `None` in a tick or a command, which have none.
     sender: Option<(usize, ConnId)>,
 }
@@ -526,5 +560,16 @@ impl Outbox for WorldOutbox<'_> {
                 }
             }
         }
+    }
+
+    fn end(&mut self, player: PlayerId) {
+        let Some((worker, conn)) = self.route(player) else { return };
+        // Unrouted at once: frames sent to it from now on are dropped here, those already pushed
+        // reach it ahead of the `Delivery::End` that `close_ended` pushes behind them.
+        unbind(self.players, player);
+        if self.sender == Some((worker, conn)) {
+            self.sender = None;
+        }
+        self.ended.push((worker, conn));
     }
 }

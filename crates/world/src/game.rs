@@ -20,7 +20,7 @@ pub enum Recipients<'a> {
     Many(&'a [PlayerId]),
 }
 
-/// Where a game puts the frames it produces.
+/// Where a game puts the frames it produces, and the sessions it ends.
 ///
 /// The I/O layer implements it by encoding each frame once into pooled memory and queueing a shared
 /// reference to it for every recipient (no copy per recipient); tests implement it by recording. A
@@ -29,6 +29,73 @@ pub trait Outbox {
     /// Queues one frame, header `player_id` and payload `packet`, for `to`. A packet whose
     /// [`Encode::is_fatal`] is true is the last frame its recipient gets.
     fn send<P: Encode + ?Sized>(&mut self, to: Recipients<'_>, player_id: u32, packet: &P);
+
+    /// Ends `player`'s session from wherever the game holds an outbox: [`Game::tick`],
+    /// [`Game::command`], or a call about another connection (a kick, a match that is over). A call
+    /// about the player's own connection may use it too, or end the session itself and return
+    /// [`Verdict::Close`] (no `close` follows that).
+    ///
+    /// - The frames sent to `player` before this call (a KICKED, a fatal ERROR) still reach it, in
+    ///   order; from this call on, nothing more does (it is no longer routed, and
+    ///   [`Recipients::Sender`] reaches nothing if it is the sender).
+    /// - Once the call into the game that asked returns, and before any other, the I/O layer calls
+    ///   [`Game::close`] on the session, once: the game removes the player there, and tells the others,
+    ///   as when a peer leaves. Then the connection is flushed and closed as after a
+    ///   [`Verdict::Close`].
+    /// - The session gets no other call: frames of its that the game has not handled yet are dropped.
+    /// - A player the I/O layer does not route to is a no-op: an unknown id, one already ended, or one
+    ///   made in the current call (routing starts once the call returns and [`Game::player`] names
+    ///   it; the connection being handled is reached through [`Verdict::Close`] then).
+    ///
+    /// # Examples
+    ///
+    /// A kick from [`Game::command`]: the last frame, then the end (`Game::close` then takes the
+    /// player out of the game, as for any session that ends).
+    ///
+    /// ```
+    /// use gamewire_proto::Encode;
+    /// use gamewire_world::{Outbox, PlayerId, Recipients};
+    ///
+    /// /// KICKED, a game's own packet: the last frame a kicked player gets.
+    /// struct Kicked;
+    ///
+    /// impl Encode for Kicked {
+    ///     fn packet_id(&self) -> u32 {
+    ///         27
+    ///     }
+    ///     fn payload_len(&self) -> usize {
+    ///         0
+    ///     }
+    ///     fn write_payload(&self, _out: &mut [u8]) {}
+    ///     fn is_fatal(&self) -> bool {
+    ///         true
+    ///     }
+    /// }
+    ///
+    /// fn kick(player: PlayerId, out: &mut impl Outbox) {
+    ///     out.send(Recipients::One(player), player.get(), &Kicked);
+    ///     out.end(player);
+    /// }
+    ///
+    /// /// A test's outbox: records what the game asked for.
+    /// #[derive(Default)]
+    /// struct Recorder(Vec<String>);
+    ///
+    /// impl Outbox for Recorder {
+    ///     fn send<P: Encode + ?Sized>(&mut self, to: Recipients<'_>, _: u32, packet: &P) {
+    ///         self.0.push(format!("{} to {to:?}", packet.packet_id()));
+    ///     }
+    ///     fn end(&mut self, player: PlayerId) {
+    ///         self.0.push(format!("end {player}"));
+    ///     }
+    /// }
+    ///
+    /// let player = PlayerId::from_wire(7).unwrap();
+    /// let mut out = Recorder::default();
+    /// kick(player, &mut out);
+    /// assert_eq!(out.0, [format!("27 to One({player:?})"), "end 7".to_string()]);
+    /// ```
+    fn end(&mut self, player: PlayerId);
 }
 
 /// What the I/O layer must do with the connection after a call into the game.
@@ -51,9 +118,10 @@ pub enum Verdict {
 /// decoder refuses any other before game code runs: UNKNOWN_PACKET); [`Game::poll_timeout`] once
 /// [`Game::deadline`] has passed; [`Game::fail`] for a violation the I/O layer finds itself (a bad
 /// header, a frame left unfinished, a slow consumer, shutdown); [`Game::close`] when the connection
-/// ends for any other reason. After a [`Verdict::Close`] (and after `close`) the session gets no more
-/// calls. Between those, [`Game::tick`] runs every [`Game::tick_interval`], and [`Game::command`]
-/// whenever the embedding program sends one.
+/// ends for any other reason, or after the game ended it with [`Outbox::end`]. After a
+/// [`Verdict::Close`] (and after `close`) the session gets no more calls. Between those,
+/// [`Game::tick`] runs every [`Game::tick_interval`], and [`Game::command`] whenever the embedding
+/// program sends one.
 ///
 /// The game owns its packet ids, except the core's reserved ones
 /// ([`gamewire_proto::RESERVED_PACKETS`]); the core's session frames keep protocol v1's formats (a
@@ -96,7 +164,8 @@ pub trait Game: Send + fmt::Debug + 'static {
     /// [`Verdict::Close`].
     fn fail(&mut self, session: &mut Self::Session, code: ErrorCode, out: &mut impl Outbox) -> Verdict;
 
-    /// Ends `session` without an ERROR: the peer closed, or its connection failed. Idempotent.
+    /// Ends `session` without an ERROR: the peer closed, its connection failed, or the game asked
+    /// with [`Outbox::end`]. Idempotent.
     fn close(&mut self, session: &mut Self::Session, out: &mut impl Outbox);
 
     /// The player `session` plays, once it has joined: frames for that player are routed to its

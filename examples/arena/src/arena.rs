@@ -62,9 +62,6 @@ struct Ship {
     /// A FIRE before this is dropped.
     next_fire_at: Instant,
     rate_error_at: Option<Instant>,
-    /// Set by [`ArenaCommand::Kick`]: the session's deadline becomes this, so the core calls
-    /// [`Game::poll_timeout`], the one way a game can end a session outside a call about it.
-    kicked_at: Option<Instant>,
 }
 
 impl Ship {
@@ -230,7 +227,6 @@ impl Arena {
             score: Score { kills: 0, deaths: 0 },
             next_fire_at: now,
             rate_error_at: None,
-            kicked_at: None,
         };
         if self.ships.len() <= id.index() {
             self.ships.resize(id.index() + 1, None);
@@ -539,27 +535,12 @@ impl Game for Arena {
     fn deadline(&self, session: &ArenaSession) -> Option<Instant> {
         match session.state {
             SessionState::AwaitingHello => Some(session.opened_at + self.config.hello_timeout),
-            SessionState::Playing(id) => Some(
-                self.ship(id)
-                    .and_then(|ship| ship.kicked_at)
-                    .unwrap_or(session.last_packet_at + self.config.idle_timeout),
-            ),
+            SessionState::Playing(_) => Some(session.last_packet_at + self.config.idle_timeout),
             SessionState::Closed => None,
         }
     }
 
     fn poll_timeout(&mut self, now: Instant, session: &mut ArenaSession, out: &mut impl Outbox) -> Verdict {
-        if let SessionState::Playing(id) = session.state
-            && self.ship(id).is_some_and(|ship| ship.kicked_at.is_some())
-        {
-            out.send(
-                Recipients::Sender,
-                id.get(),
-                &ServerPacket::Kicked { reason: "kicked by the operator" },
-            );
-            self.close(session, out);
-            return Verdict::Close;
-        }
         match self.deadline(session) {
             None => Verdict::Close,
             Some(deadline) if now >= deadline => self.fail(session, ErrorCode::Timeout, out),
@@ -601,13 +582,17 @@ impl Game for Arena {
         self.move_projectiles(out);
     }
 
-    fn command(&mut self, now: Instant, command: ArenaCommand, out: &mut impl Outbox) {
+    fn command(&mut self, _now: Instant, command: ArenaCommand, out: &mut impl Outbox) {
         match command {
             ArenaCommand::Announce(text) => self.announce(&text, out),
             ArenaCommand::Kick(id) => {
-                if let Some(ship) = self.ship_mut(id) {
-                    // Seen by the core's next deadline sweep (a tenth of a second at most).
-                    ship.kicked_at = Some(now);
+                if self.ship(id).is_some() {
+                    let kicked = ServerPacket::Kicked { reason: "kicked by the operator" };
+                    out.send(Recipients::One(id), id.get(), &kicked);
+                    // KICKED is its last frame. Once this call returns the core calls `close` on its
+                    // session, which takes the ship out (GONE to those who saw it), and closes the
+                    // connection.
+                    out.end(id);
                     tracing::info!(player = %id, "kicked");
                 }
             }

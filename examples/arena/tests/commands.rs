@@ -43,13 +43,38 @@ fn a_kick_from_another_thread_ends_that_session_only() {
         b.wait_for("SHIP of A", |f| f.packet_id == protocol::SHIP && f.player_id == a_id);
         let handle = server.handle.clone();
         let target = PlayerId::from_wire(a.id).unwrap();
-        std::thread::spawn(move || handle.command(ArenaCommand::Kick(target))).join().unwrap().unwrap();
+        std::thread::spawn(move || {
+            handle.command(ArenaCommand::Kick(target))?;
+            // A second kick finds nobody; the ANNOUNCE right behind shows the kick took effect in
+            // its own command, not at a later deadline sweep.
+            handle.command(ArenaCommand::Kick(target))?;
+            handle.command(ArenaCommand::Announce("after the kick".into()))
+        })
+        .join()
+        .unwrap()
+        .unwrap();
 
         let frames = a.until_closed();
         let last = frames.last().expect("KICKED before the close");
         assert_eq!(last.packet(), ServerPacket::Kicked { reason: "kicked by the operator" }, "{frames:?}");
         assert_eq!(last.player_id, a_id);
-        b.wait_for("GONE of A", |f| f.packet_id == protocol::GONE && f.player_id == a_id);
+        assert_eq!(frames.iter().filter(|f| f.packet_id == protocol::KICKED).count(), 1, "{frames:?}");
+        assert!(
+            !frames.iter().any(|f| f.packet_id == protocol::ANNOUNCE),
+            "ANNOUNCE after KICKED: {frames:?}"
+        );
+        // B hears A go (its session's `close`, run as soon as the kick's command returned) before the
+        // next command's ANNOUNCE.
+        let deadline = Instant::now() + util::WAIT;
+        let announce_at = loop {
+            if let Some(at) = b.inbox.iter().position(|f| f.packet_id == protocol::ANNOUNCE) {
+                break at;
+            }
+            assert!(Instant::now() < deadline, "no ANNOUNCE; inbox {:?}", b.inbox);
+            assert!(!b.read_for(Duration::from_millis(50)), "B was closed; inbox {:?}", b.inbox);
+        };
+        let gone_at = b.inbox.iter().position(|f| f.packet_id == protocol::GONE && f.player_id == a_id);
+        assert!(gone_at.is_some_and(|at| at < announce_at), "GONE of A, then ANNOUNCE: {:?}", b.inbox);
         // B plays on.
         b.send(&ClientPacket::Ping { payload: b"b" });
         b.wait_for("PONG", |f| f.packet_id == protocol::PONG);
