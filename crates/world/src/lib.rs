@@ -47,6 +47,7 @@
 //!         };
 //!         self.0.push((to, encode_frame_to_vec(player_id, packet)));
 //!     }
+//!     fn end(&mut self, _player: PlayerId) {} // this example ends no session
 //! }
 //!
 //! let mut ids = PlayerIds::new(100);

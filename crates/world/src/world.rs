@@ -39,7 +39,7 @@ const ABUSE_REFUSED_SECONDS: f32 = 80.0;
 /// use std::time::{Duration, Instant};
 ///
 /// use gamewire_proto::{Encode, ErrorCode, Packet, RawFrame, encode_frame_to_vec};
-/// use gamewire_world::{Config, Outbox, Recipients, Session, Verdict, World};
+/// use gamewire_world::{Config, Outbox, PlayerId, Recipients, Session, Verdict, World};
 ///
 /// /// Keeps every frame, whoever it is for.
 /// #[derive(Default)]
@@ -49,6 +49,7 @@ const ABUSE_REFUSED_SECONDS: f32 = 80.0;
 ///     fn send<P: Encode + ?Sized>(&mut self, _to: Recipients<'_>, player_id: u32, packet: &P) {
 ///         self.0.push(encode_frame_to_vec(player_id, packet));
 ///     }
+///     fn end(&mut self, _player: PlayerId) {} // protocol v1 ends only the sender's session
 /// }
 ///
 /// let mut world = World::new(Config::default())?;
@@ -239,6 +240,7 @@ struct Scratch {
 ///             Recipients::Many(ids) => self.to_players.extend(ids.iter().map(|&id| (id, frame.clone()))),
 ///         }
 ///     }
+///     fn end(&mut self, _player: PlayerId) {} // protocol v1 ends only the sender's session
 /// }
 ///
 /// /// What the I/O layer does with each complete frame it reads from `session`'s connection.

@@ -817,9 +817,11 @@ fn sustained_abuse_at_10x_the_move_limit_is_cut_with_rate_limited_and_viewers_ge
     // 10 s window opened by the first one end the session, about 8.9 s in.
     let cut = flood_moves(&mut sim, a, b, 600, 10).expect("10 x the MOVE limit for 10 s must disconnect");
     assert!(cut > Duration::from_secs(8) && cut < Duration::from_secs(10), "cut after {cut:?}");
-    // The last frame is the (here fatal) RATE_LIMITED, even within a second of the previous one.
+    // The last frame is the (here fatal) RATE_LIMITED, even within a second of the previous one, and
+    // it is sent as the last frame, so that it passes a send queue the flooder no longer reads.
     let frames = sim.drain(a);
     assert_error(&frames, alice.get(), ErrorCode::RateLimited);
+    assert!(sim.client(a).got_last_frame, "the closing RATE_LIMITED must be marked as the last frame");
     // Bob may still hear MOVEs accepted in the last step, then LEAVE.
     let heard = sim.drain(b);
     assert_eq!(heard.last(), Some(&(alice.get(), Msg::Leave)), "{heard:?}");

@@ -299,6 +299,9 @@ pub(crate) struct Client {
     pub(crate) connected_at: Instant,
     /// When its last frame was handed to the world.
     pub(crate) last_sent: Option<Instant>,
+    /// Whether the world sent it a frame marked as its last ([`Encode::is_fatal`]): a fatal ERROR or a
+    /// `LastFrame`. Nothing may follow one.
+    pub(crate) got_last_frame: bool,
 }
 
 /// The test's side of the [`Outbox`]: routes every frame to its connections.
@@ -318,11 +321,13 @@ impl Net {
             .unwrap_or_else(|| panic!("the world sent a frame to player {id}, which has no open connection"))
     }
 
-    fn deliver(&mut self, conn: ConnIdx, bytes: Vec<u8>) {
+    fn deliver(&mut self, conn: ConnIdx, bytes: Vec<u8>, is_last: bool) {
         let (player_id, msg) = Msg::parse(&bytes);
         let now = self.now;
         let client = &mut self.clients[conn];
         assert!(client.open, "frame {player_id} {msg:?} delivered to closed connection {conn}");
+        assert!(!client.got_last_frame, "frame {player_id} {msg:?} sent to {conn} after its last frame");
+        client.got_last_frame = is_last;
         if let Err(error) = client.view.observe(player_id, &msg, now) {
             panic!(
                 "connection {conn} (player {:?}) received player_id {player_id} {msg:?}: {error}",
@@ -341,16 +346,17 @@ impl Net {
 impl Outbox for Net {
     fn send<P: Encode + ?Sized>(&mut self, to: Recipients<'_>, player_id: u32, packet: &P) {
         let bytes = encode_frame_to_vec(player_id, packet);
+        let is_last = packet.is_fatal();
         match to {
-            Recipients::Sender => self.deliver(self.current, bytes),
-            Recipients::One(id) => self.deliver(self.conn_of(id), bytes),
+            Recipients::Sender => self.deliver(self.current, bytes, is_last),
+            Recipients::One(id) => self.deliver(self.conn_of(id), bytes, is_last),
             Recipients::Many(ids) => {
                 let mut unique = HashSet::with_capacity(ids.len());
                 for &id in ids {
                     assert!(unique.insert(id), "recipient list {ids:?} names player {id} twice");
                 }
                 for &id in ids {
-                    self.deliver(self.conn_of(id), bytes.clone());
+                    self.deliver(self.conn_of(id), bytes.clone(), is_last);
                 }
             }
         }
@@ -419,6 +425,7 @@ impl Sim {
             open: true,
             connected_at: now,
             last_sent: None,
+            got_last_frame: false,
         });
         self.sessions.len() - 1
     }
