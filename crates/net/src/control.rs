@@ -77,7 +77,7 @@ impl ShutdownState {
 ///
 /// use gamewire_net::{Server, ServerConfig};
 ///
-/// let server = Server::bind(ServerConfig::default().addr("0.0.0.0:7777".parse()?))?;
+/// let server = Server::bind(ServerConfig::default().addr("127.0.0.1:7777".parse()?), Default::default())?;
 /// let stop = server.shutdown_handle();
 /// std::thread::spawn(move || {
 ///     for line in std::io::stdin().lock().lines() {
@@ -112,7 +112,7 @@ impl ShutdownHandle {
     /// ```no_run
     /// use gamewire_net::{Server, ServerConfig};
     ///
-    /// let server = Server::bind(ServerConfig::default())?;
+    /// let server = Server::bind(ServerConfig::default(), Default::default())?;
     /// server.shutdown_handle().stop_on_signals()?;
     /// let stats = server.run()?; // returns once the clients are drained, or at a second signal
     /// println!("served {} connections", stats.accepted);
