@@ -7,7 +7,11 @@
 //! `docs/protocol.md`, section 10.
 //!
 //! - [`seq`]: wrapping 16-bit sequence numbers (datagrams and reliable messages).
+//! - [`datagram`]: the datagram format: checked zero-copy views of every kind, writers into caller buffers.
+//! - [`cookie`]: stateless handshake cookies, a keyed MAC under a rotating secret.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cookie;
+pub mod datagram;
 pub mod seq;
