@@ -7,7 +7,10 @@
 //! `docs/protocol.md`, section 10.
 //!
 //! - [`seq`]: wrapping 16-bit sequence numbers (datagrams and reliable messages).
+//! - [`reliable`]: acknowledgements, resends and in-order delivery of reliable messages, and which
+//!   unreliable frames are stale: one [`reliable::Endpoint`] per connection.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod reliable;
 pub mod seq;
