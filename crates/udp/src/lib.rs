@@ -9,9 +9,12 @@
 //! - [`seq`]: wrapping 16-bit sequence numbers (datagrams and reliable messages).
 //! - [`datagram`]: the datagram format: checked zero-copy views of every kind, writers into caller buffers.
 //! - [`cookie`]: stateless handshake cookies, a keyed MAC under a rotating secret.
+//! - [`reliable`]: acknowledgements, resends and in-order delivery of reliable messages, and which
+//!   unreliable frames are stale: one [`reliable::Endpoint`] per connection.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cookie;
 pub mod datagram;
+pub mod reliable;
 pub mod seq;

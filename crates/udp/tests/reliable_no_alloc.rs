@@ -1,0 +1,161 @@
+//! At steady state a pair of endpoints allocates nothing: queue, send, lose, reorder, resend, ack, deliver.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use gamewire_udp::reliable::{Config, Datagram, Endpoint};
+use gamewire_udp::seq::Seq;
+
+/// Counts allocations made by the current thread (other test threads do not interfere).
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator unchanged; the counter is a const-initialized thread-local
+// `Cell`, which does not allocate.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|count| count.set(count.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|count| count.set(count.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
+
+const MAX_ITEMS: usize = 32;
+
+/// A datagram on a fixed-size wire, so that the test itself allocates nothing.
+#[derive(Clone, Copy)]
+struct Wire {
+    seq: Seq,
+    ack: Seq,
+    ack_bits: u32,
+    items: [(Seq, u32); MAX_ITEMS],
+    count: usize,
+}
+
+impl Wire {
+    fn of(datagram: Datagram<'_, u32>) -> Wire {
+        let mut wire = Wire {
+            seq: datagram.seq(),
+            ack: datagram.ack(),
+            ack_bits: datagram.ack_bits(),
+            items: [(Seq(0), 0); MAX_ITEMS],
+            count: 0,
+        };
+        for (id, &message) in datagram.messages() {
+            wire.items[wire.count] = (id, message);
+            wire.count += 1;
+        }
+        wire
+    }
+}
+
+/// One side: its endpoint, the next message to queue and the next one expected from the peer.
+struct Side {
+    endpoint: Endpoint<u32>,
+    next_to_queue: u32,
+    next_expected: u32,
+    /// A datagram held back to arrive after the next one (reordering).
+    held: Option<Wire>,
+    sent: u64,
+}
+
+impl Side {
+    fn receive(&mut self, wire: &Wire, now: Instant) {
+        if self.endpoint.on_datagram(wire.seq, wire.ack, wire.ack_bits, now).accepts_reliable() {
+            for &(id, message) in &wire.items[..wire.count] {
+                for delivered in self.endpoint.on_reliable(id, message) {
+                    assert_eq!(delivered, self.next_expected);
+                    self.next_expected += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Sends what `from` owes, through a link that loses every 5th datagram and swaps every 7th with
+/// the next.
+fn transmit(from: &mut Side, to: &mut Side, now: Instant, stream: bool) {
+    for _ in 0..2 {
+        if from.endpoint.queue(from.next_to_queue, 24).is_err() {
+            break;
+        }
+        from.next_to_queue += 1;
+    }
+    let mut wires = [None; 8];
+    let mut count = 0;
+    if stream {
+        wires[count] = Some(Wire::of(from.endpoint.next_datagram(now, 1100)));
+        count += 1;
+    }
+    while let Some(datagram) = from.endpoint.poll_datagram(now, 1100) {
+        wires[count] = Some(Wire::of(datagram));
+        count += 1;
+    }
+    for wire in wires.into_iter().flatten() {
+        from.sent += 1;
+        if from.sent.is_multiple_of(5) {
+            continue;
+        }
+        if from.sent.is_multiple_of(7) {
+            if let Some(held) = from.held.replace(wire) {
+                to.receive(&held, now);
+            }
+            continue;
+        }
+        to.receive(&wire, now);
+        if let Some(held) = from.held.take() {
+            to.receive(&held, now);
+        }
+    }
+}
+
+#[test]
+fn steady_state_traffic_allocates_nothing() {
+    let start = Instant::now();
+    let side = || Side {
+        endpoint: Endpoint::new(Config::default(), start),
+        next_to_queue: 0,
+        next_expected: 0,
+        held: None,
+        sent: 0,
+    };
+    let (mut a, mut b) = (side(), side());
+    let round = |i: u64, a: &mut Side, b: &mut Side| {
+        let now = start + Duration::from_millis(5 * i);
+        transmit(a, b, now, true);
+        transmit(b, a, now, i.is_multiple_of(4));
+    };
+    for i in 0..10_000 {
+        round(i, &mut a, &mut b);
+    }
+    let before = allocations();
+    for i in 10_000..30_000 {
+        round(i, &mut a, &mut b);
+    }
+    assert_eq!(allocations() - before, 0);
+    // The link did deliver, lose and reorder meanwhile.
+    assert!(b.next_expected > 20_000 && a.next_expected > 20_000, "{} {}", a.next_expected, b.next_expected);
+    assert!(a.endpoint.rtt().samples() > 0);
+}
