@@ -44,7 +44,7 @@ impl Default for Config {
             max_message_size: 1024,
             max_messages_per_datagram: 32,
             initial_rtt: Duration::from_millis(200),
-            min_resend_timeout: Duration::from_millis(20),
+            min_resend_timeout: Duration::from_millis(50),
             max_resend_timeout: Duration::from_secs(1),
             ack_delay: Duration::from_millis(20),
             keepalive_interval: Duration::from_secs(1),
@@ -107,8 +107,9 @@ impl Config {
         self
     }
 
-    /// Shortest resend timeout, whatever the RTT. Default 20 ms: below it, timer granularity and the
-    /// peer's ack delay make most resends spurious.
+    /// Shortest resend timeout, whatever the RTT. Default 50 ms (`docs/protocol.md` 10.5): well above
+    /// the peer's ack delay (20 ms) and timer granularity, which would make shorter resends spurious
+    /// on a fast link where the peer acknowledges only when its ack delay runs out.
     pub fn min_resend_timeout(&mut self, timeout: Duration) -> &mut Self {
         self.min_resend_timeout = timeout;
         self
