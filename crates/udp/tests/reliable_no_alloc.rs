@@ -115,10 +115,14 @@ fn transmit(from: &mut Side, to: &mut Side, now: Instant, stream: bool) {
     }
     for wire in wires.into_iter().flatten() {
         from.sent += 1;
-        if from.sent.is_multiple_of(5) {
+        // Which datagrams are lost and held back is scrambled (splitmix64 of the count): a plain
+        // "every 5th" lines up with a resend timer that has backed off to a multiple of 5 rounds,
+        // losing the same message's every resend, which a real link does not do.
+        let fate = splitmix64(from.sent);
+        if fate.is_multiple_of(5) {
             continue;
         }
-        if from.sent.is_multiple_of(7) {
+        if (fate >> 32).is_multiple_of(7) {
             if let Some(held) = from.held.replace(wire) {
                 to.receive(&held, now);
             }
@@ -129,6 +133,14 @@ fn transmit(from: &mut Side, to: &mut Side, now: Instant, stream: bool) {
             to.receive(&held, now);
         }
     }
+}
+
+/// A well-mixed function of `x` (splitmix64's finalizer), allocation-free.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 #[test]
@@ -147,15 +159,18 @@ fn steady_state_traffic_allocates_nothing() {
         transmit(a, b, now, true);
         transmit(b, a, now, i.is_multiple_of(4));
     };
-    for i in 0..10_000 {
+    // The warm-up lets the rings and logs grow to their working size (once, geometrically: the
+    // sent-datagram log's shared id ring doubles when losses pile resends into it); the link's fate
+    // sequence is fixed, so the run is the same every time.
+    for i in 0..20_000 {
         round(i, &mut a, &mut b);
     }
     let before = allocations();
-    for i in 10_000..30_000 {
+    for i in 20_000..40_000 {
         round(i, &mut a, &mut b);
     }
     assert_eq!(allocations() - before, 0);
     // The link did deliver, lose and reorder meanwhile.
-    assert!(b.next_expected > 20_000 && a.next_expected > 20_000, "{} {}", a.next_expected, b.next_expected);
+    assert!(b.next_expected > 30_000 && a.next_expected > 30_000, "{} {}", a.next_expected, b.next_expected);
     assert!(a.endpoint.rtt().samples() > 0);
 }
