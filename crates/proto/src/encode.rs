@@ -50,6 +50,35 @@ pub trait Encode {
     fn is_fatal(&self) -> bool {
         false
     }
+
+    /// How the frame travels where the transport offers a choice (UDP, `docs/protocol.md` 10.5):
+    /// [`Channel::Reliable`], the default, or [`Channel::Unreliable`] for a frame the next one of its
+    /// kind supersedes (a position). Over TCP every frame is reliable whatever this says.
+    fn channel(&self) -> Channel {
+        Channel::Reliable
+    }
+}
+
+/// How a frame travels over a transport that offers a choice (UDP; TCP delivers everything reliably,
+/// in order).
+///
+/// ```
+/// use gamewire_proto::{Channel, Encode, Move, Packet};
+/// use gamewire_proto::little_endian::{F32, U32};
+///
+/// let step = Move { x: F32::new(1.0), y: F32::new(0.0), z: F32::new(2.0), velocity: F32::new(3.0), client_time: U32::new(7) };
+/// assert_eq!(Packet::Move(&step).channel(), Channel::Unreliable, "the next MOVE supersedes a lost one");
+/// assert_eq!(Packet::Chat { text: "hi" }.channel(), Channel::Reliable);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// Delivered once, in order with the other reliable frames to the same recipient; resent until
+    /// acknowledged.
+    #[default]
+    Reliable,
+    /// Sent once; lost or late, it is dropped (unreliable-sequenced: never older than one already
+    /// delivered).
+    Unreliable,
 }
 
 /// `packet`, sent as the last frame its recipient gets ([`Encode::is_fatal`]): queued even past the
@@ -84,6 +113,8 @@ impl<P: Encode + ?Sized> Encode for LastFrame<'_, P> {
     fn is_fatal(&self) -> bool {
         true
     }
+
+    // `channel` stays reliable: a last frame must arrive, whatever its packet would be otherwise.
 }
 
 /// Size in bytes of the whole frame (header and payload) that carries `packet`.

@@ -41,7 +41,7 @@ mod packet;
 mod packet_set;
 
 pub use decoder::{Direction, FrameDecoder, RawFrame};
-pub use encode::{Encode, LastFrame, encode_frame, encode_frame_to_vec, frame_len};
+pub use encode::{Channel, Encode, LastFrame, encode_frame, encode_frame_to_vec, frame_len};
 pub use error::{DecodeError, ErrorCode, ParseError};
 pub use header::{HEADER_LEN, Header, PacketKind};
 pub use packet::{EnterHead, Hit, Move, Packet, Welcome};

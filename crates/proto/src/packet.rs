@@ -396,6 +396,15 @@ impl Encode for Packet<'_> {
         Packet::write_payload(self, out);
     }
 
+    /// MOVE (relayed moves, corrections, respawns) is unreliable-sequenced over UDP, everything else
+    /// reliable (`docs/protocol.md` 10.5).
+    fn channel(&self) -> crate::Channel {
+        match self {
+            Packet::Move(_) => crate::Channel::Unreliable,
+            _ => crate::Channel::Reliable,
+        }
+    }
+
     /// An ERROR whose code is fatal ([`crate::ErrorCode::is_fatal`]).
     fn is_fatal(&self) -> bool {
         matches!(self, Packet::Error { code, .. } if crate::ErrorCode::from_u32(*code).is_some_and(crate::ErrorCode::is_fatal))
