@@ -11,9 +11,12 @@
 //! - [`cookie`]: stateless handshake cookies, a keyed MAC under a rotating secret.
 //! - [`reliable`]: acknowledgements, resends and in-order delivery of reliable messages, and which
 //!   unreliable frames are stale: one [`reliable::Endpoint`] per connection.
+//! - [`client`]: the client side of the transport: handshake, session token checks, channels,
+//!   keepalives and timeouts of one connection, for bots, tests and Rust clients.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod cookie;
 pub mod datagram;
 pub mod reliable;
