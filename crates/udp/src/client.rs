@@ -47,16 +47,10 @@ const DATA_ROOM: usize = MAX_DATAGRAM - DATA_HEADER_LEN;
 /// The largest reliable item: the largest frame that fits in a RESPONSE, with its message id.
 const MAX_ITEM: usize = RELIABLE_PREFIX_LEN + HEADER_LEN + MAX_FRAME_PAYLOAD;
 
-/// Which channel a frame travels on (docs/protocol.md §10.5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Channel {
-    /// Reliable-ordered: acknowledged, resent until it is, delivered once and in order. HELLO, ATTACK,
-    /// CHAT and PING go this way.
-    Reliable,
-    /// Unreliable-sequenced: sent once; delivered only if its datagram is newer than every one the
-    /// receiver had. A MOVE goes this way (the next one supersedes it).
-    Unreliable,
-}
+/// Which channel a frame travels on (docs/protocol.md §10.5): the one type the whole workspace uses,
+/// so that a frame's [`gamewire_proto::Encode::channel`] is what a client sends it on. HELLO, ATTACK,
+/// CHAT and PING go reliable; a MOVE unreliable (the next one supersedes it).
+pub use gamewire_proto::Channel;
 
 /// Where a [`Client`] stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
