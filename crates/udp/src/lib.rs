@@ -11,10 +11,12 @@
 //! - [`cookie`]: stateless handshake cookies, a keyed MAC under a rotating secret.
 //! - [`reliable`]: acknowledgements, resends and in-order delivery of reliable messages, and which
 //!   unreliable frames are stale: one [`reliable::Endpoint`] per connection.
+//! - [`listener`]: the server side of one socket: handshakes, sessions, and datagrams out as iovecs.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cookie;
 pub mod datagram;
+pub mod listener;
 pub mod reliable;
 pub mod seq;
