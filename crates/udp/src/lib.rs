@@ -13,11 +13,13 @@
 //!   unreliable frames are stale: one [`reliable::Endpoint`] per connection.
 //! - [`client`]: the client side of the transport: handshake, session token checks, channels,
 //!   keepalives and timeouts of one connection, for bots, tests and Rust clients.
+//! - [`listener`]: the server side of one socket: handshakes, sessions, and datagrams out as iovecs.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod client;
 pub mod cookie;
 pub mod datagram;
+pub mod listener;
 pub mod reliable;
 pub mod seq;

@@ -236,6 +236,16 @@ impl<M> Endpoint<M> {
         }
     }
 
+    /// Makes the oldest reliable messages awaiting an acknowledgement due for a resend at `now`, as
+    /// many as the next datagram with `budget` bytes carries (the order of
+    /// [`next_datagram`](Self::next_datagram): oldest first), and returns how many. Their backoff is
+    /// kept. For a peer that shows it lost them, as a client that sends its RESPONSE again has not
+    /// received the server's first DATA (`docs/protocol.md` 10.3): the next datagram resends them
+    /// without waiting for their timers. O(messages in flight).
+    pub fn expedite_resends(&mut self, now: Instant, budget: usize) -> usize {
+        self.queue.expedite(now, budget, self.config.max_messages_per_datagram)
+    }
+
     /// Handles the header of a datagram from the peer: records its sequence number for the acks to
     /// send, and applies its `ack` and `ack_bits` (freeing the reliable messages the acknowledged
     /// datagrams carried and taking an RTT sample when one is clean). Returns what to do with the rest

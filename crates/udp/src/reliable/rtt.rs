@@ -27,7 +27,7 @@ use std::time::Duration;
 /// rtt.on_sample(ms(40));
 /// assert_eq!((rtt.smoothed(), rtt.variance()), (ms(40), ms(20)));
 /// // 40 + 4 x 20 = 120 ms beats 40 x 1.25 = 50 ms while the variance is still the first guess.
-/// assert_eq!(rtt.resend_timeout(ms(20), ms(1000)), ms(120));
+/// assert_eq!(rtt.resend_timeout(ms(50), ms(1000)), ms(120));
 /// ```
 #[derive(Clone, Debug)]
 pub struct RttEstimator {
@@ -84,9 +84,16 @@ impl RttEstimator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reliable::Config;
 
     const fn ms(millis: u64) -> Duration {
         Duration::from_millis(millis)
+    }
+
+    /// The default clamp of the resend timeout (50 ms ..= 1 s today), from the config that sets it.
+    fn bounds() -> (Duration, Duration) {
+        let config = Config::default();
+        (config.min_resend_timeout, config.max_resend_timeout)
     }
 
     #[test]
@@ -108,18 +115,21 @@ mod tests {
         }
         assert_eq!(rtt.smoothed(), ms(80));
         assert!(rtt.variance() < ms(1), "{:?}", rtt.variance());
-        assert_eq!(rtt.resend_timeout(ms(20), ms(1000)), ms(100));
+        let (min, max) = bounds();
+        assert!(min < ms(100) && ms(100) < max);
+        assert_eq!(rtt.resend_timeout(min, max), ms(100));
     }
 
     #[test]
     fn the_resend_timeout_is_clamped_both_ways() {
+        let (min, max) = bounds();
         let mut fast = RttEstimator::new(ms(1));
         fast.on_sample(ms(1));
-        assert_eq!(fast.resend_timeout(ms(20), ms(1000)), ms(20));
+        assert_eq!(fast.resend_timeout(min, max), min);
         let mut slow = RttEstimator::new(ms(1));
-        slow.on_sample(ms(5000));
-        assert_eq!(slow.resend_timeout(ms(20), ms(1000)), ms(1000));
-        assert_eq!(RttEstimator::new(ms(200)).resend_timeout(ms(20), ms(1000)), ms(250), "before samples");
+        slow.on_sample(max * 5);
+        assert_eq!(slow.resend_timeout(min, max), max);
+        assert_eq!(RttEstimator::new(ms(200)).resend_timeout(min, max), ms(250), "before samples");
     }
 
     #[test]
@@ -128,6 +138,7 @@ mod tests {
         rtt.on_sample(Duration::MAX);
         rtt.on_sample(Duration::ZERO);
         rtt.on_sample(Duration::MAX);
-        assert_eq!(rtt.resend_timeout(ms(20), ms(1000)), ms(1000));
+        let (min, max) = bounds();
+        assert_eq!(rtt.resend_timeout(min, max), max);
     }
 }

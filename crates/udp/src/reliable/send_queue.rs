@@ -257,6 +257,27 @@ impl<M> SendQueue<M> {
         count
     }
 
+    /// Makes the oldest messages awaiting an ack due at `now`, as many as one datagram with `budget`
+    /// bytes and `max_messages` would carry, in the order [`select`](Self::select) picks them; their
+    /// backoff is kept. Returns how many. O(messages in flight).
+    pub(super) fn expedite(&mut self, now: Instant, mut budget: usize, max_messages: usize) -> usize {
+        let first_unsent = self.slots.len() - self.unsent;
+        let mut count = 0;
+        for pending in self.slots.range_mut(..first_unsent).flatten() {
+            if count == max_messages {
+                break;
+            }
+            let Some(sent) = pending.sent.as_mut() else { continue };
+            if pending.size > budget {
+                continue;
+            }
+            budget -= pending.size;
+            sent.resend_at = sent.resend_at.min(now);
+            count += 1;
+        }
+        count
+    }
+
     /// When the earliest resend falls due, if any message awaits an ack. O(messages in flight).
     pub(super) fn next_resend(&self) -> Option<Instant> {
         self.slots.iter().flatten().filter_map(|pending| pending.sent.map(|sent| sent.resend_at)).min()
@@ -329,6 +350,18 @@ mod tests {
         assert!(!queue.has_sendable(start + ms(100), 30));
         assert!(queue.has_sendable(start + ms(100), 50));
         assert_eq!(select(&mut queue, start + ms(100), 200, 32), [0, 2, 3]);
+    }
+
+    #[test]
+    fn expedited_messages_are_the_oldest_in_flight_that_fit_one_datagram() {
+        let start = Instant::now();
+        let mut queue = queue_of(&[10, 30, 10, 10]);
+        select(&mut queue, start, 100, 32);
+        queue.push(4, 10, 256, usize::MAX, usize::MAX).unwrap();
+        assert_eq!(queue.expedite(start + ms(1), 25, 32), 2, "0 and 2: 1 is too big, 4 was never sent");
+        assert_eq!(select(&mut queue, start + ms(1), 25, 32), [0, 2]);
+        assert_eq!(queue.expedite(start + ms(2), 100, 1), 1, "at most one here");
+        assert_eq!(select(&mut queue, start + ms(2), 100, 32), [0, 4], "0 again, then the never-sent 4");
     }
 
     #[test]
