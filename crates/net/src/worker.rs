@@ -474,7 +474,7 @@ impl<S, G: Game> Worker<S, G> {
         }
     }
 
-    /// Closes the sessions the game ended in the call that just returned ([`Outbox::end`]), one worker.
+    /// Closes the sessions the game ended in the call that just returned ([`gamewire_world::Outbox::end`]), one worker.
     fn finish_ends(&mut self, now: Instant) {
         let Worker { conns, out, world, config, .. } = self;
         if let WorldLink::Inline(game, _) = world {
@@ -850,7 +850,7 @@ fn begin_drain<S, X>(conn: &mut Conn<S, X>, out: &mut Outbound, token: usize, de
     out.mark_dirty(token);
 }
 
-/// One worker: calls [`Game::close`] on each session the game ended ([`Outbox::end`]) and drains its
+/// One worker: calls [`Game::close`] on each session the game ended ([`gamewire_world::Outbox::end`]) and drains its
 /// connection, in the order they were ended; a `close` that ends more is followed to the last.
 fn close_ended<S, G: Game>(
     game: &mut G,
