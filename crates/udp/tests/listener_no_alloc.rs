@@ -3,47 +3,14 @@
 
 mod listener_util;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::Duration;
 
+use gamewire_pool::alloc_counter::{self, CountingAllocator, allocations};
 use gamewire_udp::listener::ListenerConfig;
 use listener_util::{LinkParams, Sim, Traffic};
 
-/// Counts allocations made by the current thread (other test threads do not interfere).
-struct CountingAllocator;
-
-thread_local! {
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator unchanged; the counter is a const-initialized thread-local
-// `Cell`, which does not allocate.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|count| count.set(count.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|count| count.set(count.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: CountingAllocator = CountingAllocator;
-
-fn allocations() -> usize {
-    ALLOCATIONS.with(Cell::get)
-}
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 /// Eight clients exchanging reliable and unreliable frames both ways through 5% loss, 1%
 /// duplication and reordering. The warm-up includes two seconds in which the link carries nothing,
@@ -52,6 +19,8 @@ fn allocations() -> usize {
 /// over its inbox): the test's clients and link allocate as they please.
 #[test]
 fn steady_state_traffic_allocates_nothing_in_the_listener() {
+    // Counted on this thread, but summed only around the listener's calls (`Sim::measured`).
+    alloc_counter::count_this_thread();
     let link = LinkParams {
         loss: 0.05,
         duplicate: 0.01,

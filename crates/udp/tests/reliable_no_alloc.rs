@@ -1,46 +1,13 @@
 //! At steady state a pair of endpoints allocates nothing: queue, send, lose, reorder, resend, ack, deliver.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::{Duration, Instant};
 
+use gamewire_pool::alloc_counter::{self, CountingAllocator, allocations};
 use gamewire_udp::reliable::{Config, Datagram, Endpoint};
 use gamewire_udp::seq::Seq;
 
-/// Counts allocations made by the current thread (other test threads do not interfere).
-struct CountingAllocator;
-
-thread_local! {
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator unchanged; the counter is a const-initialized thread-local
-// `Cell`, which does not allocate.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|count| count.set(count.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|count| count.set(count.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: CountingAllocator = CountingAllocator;
-
-fn allocations() -> usize {
-    ALLOCATIONS.with(Cell::get)
-}
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 const MAX_ITEMS: usize = 32;
 
@@ -144,6 +111,8 @@ fn transmit(from: &mut Side, to: &mut Side, now: Instant, stream: bool, blackout
 
 #[test]
 fn steady_state_traffic_allocates_nothing() {
+    // Everything this thread does is counted: the test itself allocates nothing (fixed-size wire).
+    alloc_counter::count_this_thread();
     let start = Instant::now();
     let side = |seed| Side {
         endpoint: Endpoint::new(Config::default(), start),

@@ -393,8 +393,8 @@ pub(crate) struct Sim {
     /// Whether the sides produce traffic.
     pub(crate) producing: bool,
     /// Allocations made inside listener calls, counted with `counter`.
-    pub(crate) counter: fn() -> usize,
-    pub(crate) listener_allocations: usize,
+    pub(crate) counter: fn() -> u64,
+    pub(crate) listener_allocations: u64,
 }
 
 impl Sim {
