@@ -17,6 +17,16 @@ pub(crate) enum Transport {
     Udp,
 }
 
+impl Transport {
+    /// The flag's value, as the JSON summary spells it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub(crate) struct BotsArgs {
     /// Server address.

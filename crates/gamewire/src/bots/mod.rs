@@ -84,6 +84,15 @@ pub(crate) fn run(args: BotsArgs) -> anyhow::Result<()> {
 
 /// Why a run in which no bot received a WELCOME measured nothing, from its summary.
 fn why_nobody_played(summary: &Summary, addr: SocketAddr) -> String {
+    if summary.transport == Transport::Udp && summary.connected == 0 {
+        // UDP has no connection to refuse: a missing server shows only as handshakes never answered.
+        let timeouts = summary.udp.map_or(0, |udp| udp.handshake_timeouts);
+        return format!(
+            "no UDP session with {addr} started ({timeouts} handshakes timed out, {} refused): is a server \
+             listening for UDP there? (`gamewire serve` does not speak UDP yet)",
+            summary.connect_failures.saturating_sub(timeouts)
+        );
+    }
     if summary.connected == 0 && summary.connect_failures > 0 {
         format!(
             "{} of {} connections failed (refused or unreachable): is a gamewire server listening on {addr}?",
@@ -102,8 +111,12 @@ fn why_nobody_played(summary: &Summary, addr: SocketAddr) -> String {
 
 fn print_human(summary: &Summary) {
     println!(
-        "bots {} over {:?} (connected {}, welcomed {}) over {:.1} s",
-        summary.bots, summary.transport, summary.connected, summary.welcomed, summary.duration_seconds
+        "bots {} over {} (connected {}, welcomed {}) over {:.1} s",
+        summary.bots,
+        summary.transport.name(),
+        summary.connected,
+        summary.welcomed,
+        summary.duration_seconds
     );
     println!(
         "received {} frames ({:.0}/s): {:?}",

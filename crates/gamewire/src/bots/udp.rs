@@ -265,3 +265,17 @@ impl Sim<'_> {
         self.counters.udp.add(link);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bots_bind_the_servers_family_and_loopback_for_loopback() {
+        let local = |server: &str| local_for(server.parse().unwrap()).to_string();
+        assert_eq!(local("127.0.0.1:7777"), "127.0.0.1:0");
+        assert_eq!(local("[::1]:7777"), "[::1]:0");
+        assert_eq!(local("192.0.2.1:7777"), "0.0.0.0:0");
+        assert_eq!(local("[2001:db8::1]:7777"), "[::]:0");
+    }
+}
