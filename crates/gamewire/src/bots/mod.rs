@@ -1,7 +1,8 @@
-//! `gamewire bots`: many simulated players over real TCP from one thread, open-loop; with `--chaos`,
-//! some of them misbehave at random and reconnect. This file is the entry point and the summary; args.rs
-//! holds the flags, engine.rs the socket loop, play.rs the honest bots' play, misbehave.rs the chaos bots'
-//! misdeeds and the answers they await, checks.rs what MOVE stamps say about delivery.
+//! `gamewire bots`: many simulated players over real TCP (or UDP, `--transport udp`) from one thread,
+//! open-loop; with `--chaos` (TCP only), some of them misbehave at random and reconnect. This file is the
+//! entry point and the summary; args.rs holds the flags, engine.rs the socket loop, udp.rs the UDP
+//! clients in it, play.rs the honest bots' play, misbehave.rs the chaos bots' misdeeds and the answers
+//! they await, checks.rs what MOVE stamps say about delivery.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
