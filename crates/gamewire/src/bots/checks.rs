@@ -1,6 +1,7 @@
 //! What the `client_time`s of the MOVEs an honest bot receives say about the server's delivery: order,
 //! loss, latency.
 
+use super::args::Transport;
 use super::engine::Sim;
 use super::play::Bot;
 use crate::clock::latency_micros;
@@ -56,6 +57,10 @@ impl Sim<'_> {
             {
                 match classify_delivery(previous, stamp, self.period) {
                     Delivery::Reordered => self.counters.moves_reordered += 1,
+                    // MOVE is unreliable over UDP: a gap is the channel's loss, not the server's fault.
+                    Delivery::Missing(n) if self.args.transport == Transport::Udp => {
+                        self.counters.moves_lost_unreliable += n
+                    }
                     Delivery::Missing(n) => self.counters.moves_missing += n,
                     Delivery::InOrder => {}
                 }

@@ -4,15 +4,18 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::io::{self, Read, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use gamewire_proto::{Packet, PacketKind, RawFrame, encode_frame_to_vec};
+use gamewire_proto::{Channel, Packet, PacketKind, RawFrame, encode_frame_to_vec};
+use gamewire_udp::datagram::MAX_DATAGRAM;
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::BotsArgs;
-use super::play::{Action, Bot, State, WorldInfo};
+use super::args::Transport;
+use super::play::{Action, Bot, Link, State, WorldInfo};
+use super::udp::UdpCounters;
 use crate::chaos::{Answer, ChaosSummary};
 use crate::clock::monotonic_micros;
 
@@ -44,9 +47,13 @@ pub(super) struct Counters {
     pub(super) send_stalls: u64,
     pub(super) moves_reordered: u64,
     pub(super) moves_missing: u64,
+    pub(super) moves_lost_unreliable: u64,
     pub(super) corrections: u64,
     pub(super) latency: Histogram<u64>,
     pub(super) chaos: ChaosSummary,
+    /// UDP clients' counters, over the whole run (kept at the end of the warm-up, like connect
+    /// failures: a client's counters cannot be split at an instant).
+    pub(super) udp: UdpCounters,
 }
 
 impl Counters {
@@ -60,9 +67,11 @@ impl Counters {
             send_stalls: 0,
             moves_reordered: 0,
             moves_missing: 0,
+            moves_lost_unreliable: 0,
             corrections: 0,
             latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
             chaos: ChaosSummary::default(),
+            udp: UdpCounters::default(),
         }
     }
 }
@@ -84,6 +93,9 @@ pub(super) fn drive(
         world: WorldInfo::default(),
         period: (1e6 / args.move_hz) as u64,
         buffer: vec![0u8; 64 << 10],
+        epoch: (Instant::now(), monotonic_micros()),
+        datagram: Box::new([0; MAX_DATAGRAM]),
+        inbound: Vec::new(),
     };
     let mut events = Events::with_capacity(4096);
     let start = monotonic_micros();
@@ -102,7 +114,8 @@ pub(super) fn drive(
             measuring = true;
             // Connect failures are kept: bots connect during the warm-up, so that is when they fail.
             let connect_failures = sim.counters.connect_failures;
-            sim.counters = Counters { connect_failures, ..Counters::new() };
+            let udp = std::mem::take(&mut sim.counters.udp);
+            sim.counters = Counters { connect_failures, udp, ..Counters::new() };
         }
         if now >= end {
             break;
@@ -135,6 +148,11 @@ pub(super) fn drive(
         for event in events.iter() {
             let index = event.token().0;
             let bot = &mut bots[index];
+            if let Some(Link::Udp(_)) = bot.stream {
+                // Registered for reading only: datagrams go out as soon as they are due.
+                sim.read_udp(bot, index);
+                continue;
+            }
             if bot.state == State::Connecting && (event.is_writable() || event.is_error()) {
                 sim.finish_connect(bot, index);
             }
@@ -149,6 +167,9 @@ pub(super) fn drive(
             let elapsed = monotonic_micros().saturating_sub(start);
             bar.set_position(elapsed / 1_000_000);
         }
+    }
+    for bot in bots.iter_mut() {
+        sim.leave_udp(bot);
     }
     Ok(sim.counters)
 }
@@ -165,7 +186,14 @@ pub(super) struct Sim<'a> {
     /// sender.
     pub(super) period: u64,
     /// Where reads land (taken out while frames borrow it).
-    buffer: Vec<u8>,
+    pub(super) buffer: Vec<u8>,
+    /// The same instant on the two clocks, for the UDP clients' `Instant`s: (Instant, µs).
+    pub(super) epoch: (Instant, u64),
+    /// Where UDP clients write their datagrams.
+    pub(super) datagram: Box<[u8; MAX_DATAGRAM]>,
+    /// Frames a UDP client handed over, held until its `receive` returns (reused: no allocation
+    /// per frame once it has grown).
+    pub(super) inbound: Vec<Received>,
 }
 
 /// What a bot acts on in a frame it received, copied out of the frame (which borrows the decoder).
@@ -180,7 +208,7 @@ pub(super) enum Received {
 }
 
 impl Received {
-    fn from_frame(frame: &RawFrame<'_>) -> Received {
+    pub(super) fn from_frame(frame: &RawFrame<'_>) -> Received {
         let about = frame.player_id();
         match frame.packet() {
             Ok(Packet::Welcome(w)) => Received::Welcome {
@@ -217,6 +245,9 @@ impl Sim<'_> {
     /// Opens a new connection for bot `index` (its first, or a chaos bot's next).
     pub(super) fn connect(&mut self, bot: &mut Bot, index: usize) -> anyhow::Result<()> {
         bot.start_session();
+        if self.args.transport == Transport::Udp {
+            return self.connect_udp(bot, index);
+        }
         match TcpStream::connect(self.args.addr) {
             Ok(mut stream) => {
                 self.poll.registry().register(
@@ -224,7 +255,7 @@ impl Sim<'_> {
                     Token(index),
                     Interest::READABLE | Interest::WRITABLE,
                 )?;
-                bot.stream = Some(stream);
+                bot.stream = Some(Link::Tcp(stream));
                 bot.state = State::Connecting;
             }
             Err(_) => self.connect_failed(bot, index),
@@ -232,7 +263,7 @@ impl Sim<'_> {
         Ok(())
     }
 
-    fn connect_failed(&mut self, bot: &mut Bot, index: usize) {
+    pub(super) fn connect_failed(&mut self, bot: &mut Bot, index: usize) {
         self.drop_stream(bot);
         bot.state = State::Gone;
         if bot.chaos.is_some() {
@@ -244,16 +275,14 @@ impl Sim<'_> {
     }
 
     fn finish_connect(&mut self, bot: &mut Bot, index: usize) {
-        let Some(stream) = &bot.stream else { return };
+        let Some(Link::Tcp(stream)) = &bot.stream else { return };
         match stream.peer_addr() {
             Ok(_) => {
                 let _ = stream.set_nodelay(true);
                 bot.state = State::Playing;
                 bot.connected_once = true;
-                let prefix = if bot.chaos.is_some() { CHAOS_PREFIX } else { HONEST_PREFIX };
-                let name = format!("{prefix}{index}-{}", self.rng.u16(..));
-                let frame = encode_frame_to_vec(0, &Packet::Hello { name: &name });
-                self.send(bot, index, &frame, PacketKind::Hello);
+                let frame = self.hello(bot, index);
+                self.send(bot, index, &frame, PacketKind::Hello, Channel::Reliable);
             }
             Err(error) if error.kind() == io::ErrorKind::NotConnected => {
                 if let Ok(Some(_)) | Err(_) = stream.take_error() {
@@ -264,11 +293,29 @@ impl Sim<'_> {
         }
     }
 
+    /// The HELLO frame of a bot's new session, under a name that says whether it is honest.
+    pub(super) fn hello(&mut self, bot: &Bot, index: usize) -> Vec<u8> {
+        let prefix = if bot.chaos.is_some() { CHAOS_PREFIX } else { HONEST_PREFIX };
+        let name = format!("{prefix}{index}-{}", self.rng.u16(..));
+        encode_frame_to_vec(0, &Packet::Hello { name: &name })
+    }
+
     /// Deregisters and closes the bot's socket, if it has one.
     pub(super) fn drop_stream(&mut self, bot: &mut Bot) {
-        if let Some(mut stream) = bot.stream.take() {
-            let _ = self.poll.registry().deregister(&mut stream);
+        match bot.stream.take() {
+            Some(Link::Tcp(mut stream)) => {
+                let _ = self.poll.registry().deregister(&mut stream);
+            }
+            Some(Link::Udp(mut link)) => {
+                let _ = self.poll.registry().deregister(&mut link.socket);
+                self.counters.udp.add(&link);
+            }
+            None => {}
         }
+    }
+
+    pub(super) fn poll(&self) -> &Poll {
+        &self.poll
     }
 
     /// A chaos bot comes back after a random pause, as a player whose game crashed would.
@@ -278,7 +325,7 @@ impl Sim<'_> {
     }
 
     /// The connection ended without the bot closing it (end of stream or an error).
-    fn lose_connection(&mut self, bot: &mut Bot, index: usize) {
+    pub(super) fn lose_connection(&mut self, bot: &mut Bot, index: usize) {
         self.drop_stream(bot);
         let previous = std::mem::replace(&mut bot.state, State::Gone);
         let Some(chaos) = &mut bot.chaos else {
@@ -297,7 +344,18 @@ impl Sim<'_> {
         self.reconnect_later(bot, index);
     }
 
-    pub(super) fn send(&mut self, bot: &mut Bot, index: usize, frame: &[u8], kind: PacketKind) {
+    /// Sends `frame`, of `kind`, on `channel` where the transport has channels (UDP).
+    pub(super) fn send(
+        &mut self,
+        bot: &mut Bot,
+        index: usize,
+        frame: &[u8],
+        kind: PacketKind,
+        channel: Channel,
+    ) {
+        if let Some(Link::Udp(_)) = bot.stream {
+            return self.send_udp(bot, index, frame, kind, channel);
+        }
         if bot.pending.len() + frame.len() > MAX_PENDING {
             self.counters.send_stalls += 1;
             return;
@@ -308,7 +366,11 @@ impl Sim<'_> {
     }
 
     pub(super) fn flush(&mut self, bot: &mut Bot, index: usize) {
-        let Some(stream) = &mut bot.stream else { return };
+        let stream = match &mut bot.stream {
+            Some(Link::Tcp(stream)) => stream,
+            Some(Link::Udp(_)) => return self.transmit_udp(bot, index),
+            None => return,
+        };
         if bot.state == State::Connecting {
             return;
         }
@@ -340,6 +402,9 @@ impl Sim<'_> {
 
     /// Reads everything available and acts on it.
     pub(super) fn read(&mut self, bot: &mut Bot, index: usize) {
+        if let Some(Link::Udp(_)) = bot.stream {
+            return self.read_udp(bot, index);
+        }
         let mut buffer = std::mem::take(&mut self.buffer);
         self.read_into(bot, index, &mut buffer);
         self.buffer = buffer;
@@ -347,7 +412,7 @@ impl Sim<'_> {
 
     fn read_into(&mut self, bot: &mut Bot, index: usize, buffer: &mut [u8]) {
         loop {
-            let Some(stream) = &mut bot.stream else { return };
+            let Some(Link::Tcp(stream)) = &mut bot.stream else { return };
             let n = match stream.read(buffer) {
                 Ok(0) => return self.lose_connection(bot, index),
                 Ok(n) => n,

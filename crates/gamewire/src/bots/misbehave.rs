@@ -6,7 +6,7 @@ use std::time::Duration;
 use gamewire_proto::ErrorCode;
 
 use super::engine::{MAX_PENDING, Sim};
-use super::play::{Action, Bot, State};
+use super::play::{Action, Bot, Link, State};
 use crate::chaos::{Answer, Expected, Misdeed};
 use crate::clock::{client_time, monotonic_micros};
 
@@ -113,7 +113,7 @@ impl Sim<'_> {
         match misdeed {
             Misdeed::Close | Misdeed::Reset => {
                 if misdeed == Misdeed::Reset
-                    && let Some(stream) = &bot.stream
+                    && let Some(Link::Tcp(stream)) = &bot.stream
                 {
                     // SO_LINGER 0: close() sends RST, discarding whatever either side still had queued.
                     let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));

@@ -1,7 +1,8 @@
-//! `gamewire bots`: many simulated players over real TCP from one thread, open-loop; with `--chaos`,
-//! some of them misbehave at random and reconnect. This file is the entry point and the summary; args.rs
-//! holds the flags, engine.rs the socket loop, play.rs the honest bots' play, misbehave.rs the chaos bots'
-//! misdeeds and the answers they await, checks.rs what MOVE stamps say about delivery.
+//! `gamewire bots`: many simulated players over real TCP (or UDP, `--transport udp`) from one thread,
+//! open-loop; with `--chaos` (TCP only), some of them misbehave at random and reconnect. This file is the
+//! entry point and the summary; args.rs holds the flags, engine.rs the socket loop, udp.rs the UDP
+//! clients in it, play.rs the honest bots' play, misbehave.rs the chaos bots' misdeeds and the answers
+//! they await, checks.rs what MOVE stamps say about delivery.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,20 +15,23 @@ mod checks;
 mod engine;
 mod misbehave;
 mod play;
+mod udp;
 
 use crate::bench::report::LatencySummary;
 use crate::chaos::ChaosSummary;
-use args::check_args;
 pub(crate) use args::{BotsArgs, MAX_BOTS, check_seconds};
+use args::{Transport, check_args};
 use misbehave::ChaosState;
 use play::Bot;
+use udp::UdpCounters;
 
 /// What one run measured (after the warm-up). With --chaos, everything but `frames_received`,
 /// `received` and `sent` (the server's work) is about the honest bots only; `chaos` is about the others.
 #[derive(Debug, Default, Serialize)]
 pub(crate) struct Summary {
+    pub(crate) transport: Transport,
     pub(crate) bots: usize,
-    /// Bots whose connection was established at least once.
+    /// Bots whose connection was established at least once (over UDP: whose session started).
     pub(crate) connected: usize,
     /// Bots that received a WELCOME at least once.
     pub(crate) welcomed: usize,
@@ -50,10 +54,17 @@ pub(crate) struct Summary {
     /// MOVEs about another player that never arrived, inferred from gaps in its `client_time`s: every
     /// bot sends one each period, so a gap of n periods means n - 1 lost.
     pub(crate) moves_missing: u64,
+    /// Over UDP, where MOVE travels unreliable: MOVEs about another player lost on the way, inferred as
+    /// `moves_missing` is (which stays 0 over UDP). Loss, not an error; a MOVE older than one already
+    /// received still counts in `moves_reordered`, an error on either transport.
+    pub(crate) moves_lost_unreliable: u64,
     /// Corrections received: MOVEs of the bots themselves the server refused. A refused MOVE is not
     /// relayed, so each also shows up in `moves_missing` at the bots that see the mover.
     pub(crate) corrections: u64,
     pub(crate) latency_us: LatencySummary,
+    /// With --transport udp: the clients' transport counters, over the whole run (warm-up included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) udp: Option<UdpCounters>,
     /// With --chaos: what the misbehaving bots did and how the server answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) chaos: Option<ChaosSummary>,
@@ -74,6 +85,15 @@ pub(crate) fn run(args: BotsArgs) -> anyhow::Result<()> {
 
 /// Why a run in which no bot received a WELCOME measured nothing, from its summary.
 fn why_nobody_played(summary: &Summary, addr: SocketAddr) -> String {
+    if summary.transport == Transport::Udp && summary.connected == 0 {
+        // UDP has no connection to refuse: a missing server shows only as handshakes never answered.
+        let timeouts = summary.udp.map_or(0, |udp| udp.handshake_timeouts);
+        return format!(
+            "no UDP session with {addr} started ({timeouts} handshakes timed out, {} refused): is a server \
+             listening for UDP there? (`gamewire serve` does not speak UDP yet)",
+            summary.connect_failures.saturating_sub(timeouts)
+        );
+    }
     if summary.connected == 0 && summary.connect_failures > 0 {
         format!(
             "{} of {} connections failed (refused or unreachable): is a gamewire server listening on {addr}?",
@@ -92,8 +112,12 @@ fn why_nobody_played(summary: &Summary, addr: SocketAddr) -> String {
 
 fn print_human(summary: &Summary) {
     println!(
-        "bots {} (connected {}, welcomed {}) over {:.1} s",
-        summary.bots, summary.connected, summary.welcomed, summary.duration_seconds
+        "bots {} over {} (connected {}, welcomed {}) over {:.1} s",
+        summary.bots,
+        summary.transport.name(),
+        summary.connected,
+        summary.welcomed,
+        summary.duration_seconds
     );
     println!(
         "received {} frames ({:.0}/s): {:?}",
@@ -112,6 +136,22 @@ fn print_human(summary: &Summary) {
         "MOVEs about others: {} reordered, {} missing; corrections received {}",
         summary.moves_reordered, summary.moves_missing, summary.corrections
     );
+    if let Some(udp) = &summary.udp {
+        println!(
+            "UDP: MOVEs lost (unreliable) {}; datagrams sent {}, received {}; resends {} reliable, {} \
+             handshake; dropped {}, duplicates {}, stale unreliable {}, send drops {}, handshake timeouts {}",
+            summary.moves_lost_unreliable,
+            udp.datagrams_sent,
+            udp.datagrams_received,
+            udp.reliable_resends,
+            udp.handshake_resends,
+            udp.dropped,
+            udp.duplicates,
+            udp.stale_unreliable,
+            udp.send_drops,
+            udp.handshake_timeouts
+        );
+    }
     println!(
         "errors {} {:?}, disconnects {}, connect failures {}",
         summary.error_total, summary.errors, summary.disconnects, summary.connect_failures
@@ -166,6 +206,7 @@ pub(crate) fn simulate(args: &BotsArgs) -> anyhow::Result<Summary> {
     let errors: BTreeMap<String, u64> =
         counters.errors.iter().map(|(code, n)| (crate::chaos::error_name(*code), *n)).collect();
     Ok(Summary {
+        transport: args.transport,
         bots: args.bots,
         connected: bots.iter().filter(|b| b.connected_once).count(),
         welcomed: bots.iter().filter(|b| b.welcomed_once).count(),
@@ -181,8 +222,10 @@ pub(crate) fn simulate(args: &BotsArgs) -> anyhow::Result<Summary> {
         send_stalls: counters.send_stalls,
         moves_reordered: counters.moves_reordered,
         moves_missing: counters.moves_missing,
+        moves_lost_unreliable: counters.moves_lost_unreliable,
         corrections: counters.corrections,
         latency_us: LatencySummary::from_histogram(&counters.latency),
+        udp: (args.transport == Transport::Udp).then_some(counters.udp),
         chaos: args.chaos.then_some(ChaosSummary { bots: chaos_bots, ..counters.chaos }),
     })
 }

@@ -1,6 +1,7 @@
 //! What an honest bot does in `gamewire bots`: its state, the actions it schedules (MOVE, CHAT, ATTACK),
 //! its random walk, and how it follows the frames it receives.
 
+use gamewire_proto::Encode;
 use gamewire_proto::{
     Direction, FrameDecoder, Move, Packet, PacketKind, SERVER_PAYLOAD_MAX, encode_frame_to_vec,
 };
@@ -9,6 +10,7 @@ use mio::net::TcpStream;
 use super::BotsArgs;
 use super::engine::{Received, Sim};
 use super::misbehave::ChaosState;
+use super::udp::UdpLink;
 use crate::clock::client_time;
 
 /// What a bot does when an entry of the schedule comes due (ordered: the schedule's tuples compare it).
@@ -26,6 +28,17 @@ pub(super) enum Action {
     AnswerDeadline,
     /// The server has not closed a chaos bot's connection after a fatal ERROR.
     CloseDeadline,
+    /// A UDP bot's client has timers due (resends, acknowledgements, keepalives, timeouts).
+    UdpTimer,
+}
+
+/// A bot's connection, by transport: an enum rather than a trait object, so that the TCP path stays
+/// a direct call.
+#[derive(Debug)]
+pub(super) enum Link {
+    Tcp(TcpStream),
+    /// Boxed: a client's state is far larger than a stream, and most runs have no UDP bot at all.
+    Udp(Box<UdpLink>),
 }
 
 /// Where a bot's current connection stands.
@@ -43,7 +56,7 @@ pub(super) enum State {
 /// One simulated player: its connection, where it is, whom it sees, and its misbehaviour if a chaos bot.
 #[derive(Debug)]
 pub(super) struct Bot {
-    pub(super) stream: Option<TcpStream>,
+    pub(super) stream: Option<Link>,
     pub(super) state: State,
     pub(super) decoder: FrameDecoder,
     /// Bytes the kernel did not take yet: open-loop sends queue here rather than wait.
@@ -136,21 +149,22 @@ impl Sim<'_> {
             Action::Resume => self.resume(bot, index),
             Action::AnswerDeadline => self.answer_deadline(bot, index, due),
             Action::CloseDeadline => self.close_deadline(bot, index),
+            Action::UdpTimer => self.udp_timer(bot, index, due),
             _ if bot.state != State::Playing || bot.id == 0 => {}
             Action::Move => {
                 step(self.args, bot, &self.world, &mut self.rng);
                 let speed = self.world.max_speed * self.args.speed_factor;
-                let frame = encode_frame_to_vec(
-                    0,
-                    &Packet::Move(&Move::new(bot.x, 0.0, bot.z, speed, client_time(due))),
-                );
-                self.send(bot, index, &frame, PacketKind::Move);
+                let step = Move::new(bot.x, 0.0, bot.z, speed, client_time(due));
+                let packet = Packet::Move(&step);
+                let frame = encode_frame_to_vec(0, &packet);
+                self.send(bot, index, &frame, PacketKind::Move, packet.channel());
                 self.at(due + self.period, action, index, bot.session);
             }
             Action::Chat => {
                 let text = format!("hello from bot {index}");
-                let frame = encode_frame_to_vec(0, &Packet::Chat { text: &text });
-                self.send(bot, index, &frame, PacketKind::Chat);
+                let packet = Packet::Chat { text: &text };
+                let frame = encode_frame_to_vec(0, &packet);
+                self.send(bot, index, &frame, PacketKind::Chat, packet.channel());
                 self.at(due + (1e6 / self.args.chat_hz) as u64, action, index, bot.session);
             }
             Action::Attack => {
@@ -164,8 +178,9 @@ impl Sim<'_> {
                     .collect();
                 if !in_range.is_empty() {
                     let target_id = in_range[self.rng.usize(..in_range.len())];
-                    let frame = encode_frame_to_vec(0, &Packet::Attack { target_id });
-                    self.send(bot, index, &frame, PacketKind::Attack);
+                    let packet = Packet::Attack { target_id };
+                    let frame = encode_frame_to_vec(0, &packet);
+                    self.send(bot, index, &frame, PacketKind::Attack, packet.channel());
                 }
                 self.at(due + (1e6 / self.args.attack_hz) as u64, action, index, bot.session);
             }
