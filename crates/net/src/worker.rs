@@ -125,8 +125,9 @@ impl<S, X> Conn<S, X> {
 #[derive(Debug)]
 pub(crate) struct UdpSide {
     pub(crate) listener: Listener<PoolBytes>,
-    /// Reused for every call that fills one; taken out while its events are walked.
-    inbox: Inbox,
+    /// Reused for every call that fills one; taken out while its events are walked (an `Option`, as
+    /// `mem::take` of an `Inbox` would allocate a fresh one per datagram).
+    inbox: Option<Inbox>,
     /// `tokens[session.index()]`: the session and its connection token, while both live.
     tokens: Vec<Option<(SessionId, usize)>>,
     /// Draining sessions whose queued frames went to the listener at this flush: they are ended
@@ -312,7 +313,8 @@ impl<S, G: Game> Worker<S, G> {
 
     /// Serves UDP sessions too, through `listener` (the backend binds and drives its socket).
     pub(crate) fn enable_udp(&mut self, listener: Listener<PoolBytes>) {
-        self.udp = Some(UdpSide { listener, inbox: Inbox::new(), tokens: Vec::new(), ending: Vec::new() });
+        self.udp =
+            Some(UdpSide { listener, inbox: Some(Inbox::new()), tokens: Vec::new(), ending: Vec::new() });
     }
 
     /// Bytes of the ERROR(SERVER_FULL) frame written to a connection refused at accept.
@@ -394,11 +396,11 @@ impl<S, G: Game> Worker<S, G> {
     pub(crate) fn receive_datagram(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) {
         let Some(udp) = &mut self.udp else { return };
         // Out while its events are walked: handling them needs the whole worker.
-        let mut inbox = std::mem::take(&mut udp.inbox);
+        let mut inbox = udp.inbox.take().unwrap_or_default();
         udp.listener.receive(now, from, datagram, &mut inbox);
         self.handle_udp_events(&inbox, datagram, now);
         if let Some(udp) = &mut self.udp {
-            udp.inbox = inbox;
+            udp.inbox = Some(inbox);
         }
     }
 
@@ -409,11 +411,11 @@ impl<S, G: Game> Worker<S, G> {
         if udp.listener.poll_timeout().is_none_or(|at| at > now) {
             return;
         }
-        let mut inbox = std::mem::take(&mut udp.inbox);
+        let mut inbox = udp.inbox.take().unwrap_or_default();
         udp.listener.handle_timeout(now, &mut inbox);
         self.handle_udp_events(&inbox, &[], now);
         if let Some(udp) = &mut self.udp {
-            udp.inbox = inbox;
+            udp.inbox = Some(inbox);
         }
     }
 
