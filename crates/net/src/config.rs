@@ -34,6 +34,11 @@ use gamewire_proto::{DEFAULT_MAX_PAYLOAD, MAX_PAYLOAD_LIMIT};
 pub struct ServerConfig {
     /// Address to listen on.
     pub addr: SocketAddr,
+    /// Address to serve the UDP transport on (docs/protocol.md section 10), beside TCP and into the
+    /// same world; `None` (the default) serves TCP only. Each worker binds its own socket there
+    /// (SO_REUSEPORT with several). A UDP session takes a place like a TCP connection
+    /// (`max_connections`, `max_connections_per_ip`). mio backend only, for now.
+    pub udp_addr: Option<SocketAddr>,
     /// Largest client payload accepted (`data_length`); bigger is TOO_LARGE.
     pub max_payload: u32,
     /// Size of the buffer pool's one mapped region, in bytes.
@@ -115,6 +120,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 7777)),
+            udp_addr: None,
             max_payload: DEFAULT_MAX_PAYLOAD,
             pool_bytes: 64 << 20,
             chunk_size: 4096,
@@ -146,6 +152,12 @@ impl ServerConfig {
     /// Sets [`ServerConfig::addr`].
     pub fn addr(mut self, value: SocketAddr) -> Self {
         self.addr = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::udp_addr`].
+    pub fn udp_addr(mut self, value: Option<SocketAddr>) -> Self {
+        self.udp_addr = value;
         self
     }
 
@@ -384,6 +396,13 @@ pub enum ConfigError {
         /// Its value in seconds.
         seconds: u64,
     },
+    /// Two settings that do not go together.
+    Conflict {
+        /// The parameter set.
+        name: &'static str,
+        /// Why it cannot be, completing "`name` ...".
+        reason: &'static str,
+    },
     /// Two limits in the wrong order.
     Exceeds {
         /// The parameter that is too large.
@@ -422,6 +441,7 @@ impl ConfigError {
             ConfigError::TimeoutTooLong { name: field, seconds } => {
                 format!("{} of {seconds} s exceeds the limit of one year", name(field))
             }
+            ConfigError::Conflict { name: field, reason } => format!("{} {reason}", name(field)),
             ConfigError::Exceeds { name: field, limit } => {
                 format!("{} must not exceed {}", name(field), name(limit))
             }
@@ -519,6 +539,11 @@ impl ServerConfig {
         if self.partial_frame_timeout.is_zero() {
             // Every frame split over two reads would be cut off at the next check.
             return Err(out_of_range("partial_frame_timeout", 0, "be above 0 seconds"));
+        }
+        if self.udp_addr.is_some() && self.io == IoBackend::Uring {
+            // `IoBackend::Auto` picks mio when UDP is on; an explicit io_uring cannot serve it yet.
+            let reason = "is not served by the io_uring backend yet: use the mio one";
+            return Err(ConfigError::Conflict { name: "udp_addr", reason });
         }
         Ok(())
     }

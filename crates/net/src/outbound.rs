@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use gamewire_pool::{ChunkMut, Pool, PoolBytes};
-use gamewire_proto::{Encode, encode_frame, encode_frame_to_vec, frame_len};
+use gamewire_proto::{Channel, Encode, encode_frame, encode_frame_to_vec, frame_len};
 use gamewire_world::{Outbox, PlayerId, Recipients};
 
 use crate::send_queue::{ENTRY_BYTES, SendQueue};
@@ -51,12 +51,39 @@ impl FrameWriter {
     }
 }
 
+/// The frames queued for a UDP session between two flushes, each with its channel: at flush they
+/// move (refcounts, no copy) into the worker's UDP listener, which packs them into datagrams.
+///
+/// The session's sealed and refusing states stay in its (otherwise empty) [`SendQueue`], so that the
+/// rules of [`Outbound::deliver`] are the same for both transports.
+#[derive(Debug, Default)]
+pub(crate) struct UdpQueue {
+    /// Frames and whether each goes on the reliable channel, oldest first.
+    pub(crate) frames: VecDeque<(PoolBytes, bool)>,
+    /// Bytes of `frames` (and their entries), against the hard limit.
+    pub(crate) bytes: usize,
+    /// The fatal ERROR ending the session, kept out of `frames`: the listener sends it as the
+    /// session's last DATA ([`gamewire_udp::listener::Listener::end_with_frame`]).
+    pub(crate) error: Option<PoolBytes>,
+}
+
+impl UdpQueue {
+    fn clear(&mut self) {
+        self.frames.clear();
+        self.bytes = 0;
+    }
+}
+
 /// Per-connection outgoing state, indexed by connection token, plus the routing from player ids to
 /// tokens. Kept apart from the connections themselves so that the world can write into any queue while
 /// the sender's decoder is borrowed.
 #[derive(Debug)]
 pub(crate) struct Outbound {
     pub(crate) queues: Vec<SendQueue>,
+    /// `udp[token]`: the frames of a UDP session (`is_udp[token]`); empty for a TCP connection.
+    pub(crate) udp: Vec<UdpQueue>,
+    /// `is_udp[token]`: the connection is a UDP session; its frames go to `udp`, not `queues`.
+    is_udp: Vec<bool>,
     /// Tokens whose queue received frames since their last flush, each once, in the order they became
     /// dirty: with one coalescing delay for all, that is also the order in which their flushes fall due.
     dirty: VecDeque<usize>,
@@ -83,6 +110,8 @@ impl Outbound {
     pub(crate) fn new(pool: Pool, soft_limit: usize, hard_limit: usize, now: Instant) -> Self {
         Outbound {
             queues: Vec::new(),
+            udp: Vec::new(),
+            is_udp: Vec::new(),
             dirty: VecDeque::new(),
             dirty_since: Vec::new(),
             players: Vec::new(),
@@ -101,13 +130,29 @@ impl Outbound {
         self.soft_limit
     }
 
-    /// Makes room for token `token` (a fresh connection).
-    pub(crate) fn open(&mut self, token: usize) {
+    /// Makes room for token `token` (a fresh connection); `udp`: a UDP session.
+    pub(crate) fn open(&mut self, token: usize, udp: bool) {
         if self.queues.len() <= token {
             self.queues.resize_with(token + 1, SendQueue::default);
+            self.udp.resize_with(token + 1, UdpQueue::default);
+            self.is_udp.resize(token + 1, false);
             self.dirty_since.resize(token + 1, None);
         }
         self.queues[token] = SendQueue::default();
+        self.udp[token] = UdpQueue::default();
+        self.is_udp[token] = udp;
+    }
+
+    /// Forgets `token`'s queues (its connection is gone).
+    pub(crate) fn close(&mut self, token: usize) {
+        self.queues[token] = SendQueue::default();
+        self.udp[token] = UdpQueue::default();
+        self.is_udp[token] = false;
+    }
+
+    /// Whether `token` is a UDP session.
+    pub(crate) fn is_udp(&self, token: usize) -> bool {
+        self.is_udp.get(token).is_some_and(|&udp| udp)
     }
 
     /// Routes frames for `id` to `token`.
@@ -187,12 +232,14 @@ impl Outbound {
     /// cancelled) at the next flush.
     pub(crate) fn discard_unstarted(&mut self, token: usize) {
         self.queues[token].discard_unstarted();
+        self.udp[token].clear();
         self.mark_dirty(token);
     }
 
     /// Queues `frame` for `token`, unless the queue is sealed or the hard limit refuses it (then the
     /// connection is listed in `over_hard`). `is_error`: a fatal ERROR, which always gets in.
-    pub(crate) fn deliver(&mut self, token: usize, frame: &PoolBytes, is_error: bool) {
+    /// `reliable`: the frame's channel, for a UDP session (TCP is reliable anyway).
+    pub(crate) fn deliver(&mut self, token: usize, frame: &PoolBytes, is_error: bool, reliable: bool) {
         let queue = &mut self.queues[token];
         if queue.is_sealed() {
             return;
@@ -202,6 +249,10 @@ impl Outbound {
         // Once a frame was refused (or the backlog discarded), later ones are too: a client must not get
         // a MOVE whose ENTER fell.
         if !is_error && queue.is_refusing() {
+            return;
+        }
+        if self.is_udp[token] {
+            self.deliver_udp(token, frame, is_error, reliable);
             return;
         }
         if !is_error && queue.held_bytes() + frame.len() + ENTRY_BYTES > self.hard_limit {
@@ -217,22 +268,45 @@ impl Outbound {
     }
 }
 
+impl Outbound {
+    /// [`Self::deliver`] for a UDP session, past the checks both transports share.
+    #[cold]
+    fn deliver_udp(&mut self, token: usize, frame: &PoolBytes, is_error: bool, reliable: bool) {
+        let queue = &mut self.udp[token];
+        if is_error {
+            // The session's last frame: the listener ends the session with it.
+            queue.error = Some(frame.clone());
+        } else if queue.bytes + frame.len() + ENTRY_BYTES > self.hard_limit {
+            // Between two flushes only (the listener bounds what waits for acknowledgement).
+            self.queues[token].refuse_all_but_error();
+            self.over_hard.push(token);
+            return;
+        } else {
+            queue.bytes += frame.len() + ENTRY_BYTES;
+            queue.frames.push_back((frame.clone(), reliable));
+        }
+        self.deliveries += 1;
+        self.mark_dirty(token);
+    }
+}
+
 impl Outbox for Outbound {
     fn send<P: Encode + ?Sized>(&mut self, to: Recipients<'_>, player_id: u32, packet: &P) {
         // Only a fatal ERROR passes the hard limit: it is the last frame, so the excess is bounded by one.
         let is_error = packet.is_fatal();
+        let reliable = packet.channel() == Channel::Reliable;
         match to {
             Recipients::Sender => {
                 if self.sender == NO_SENDER {
                     return; // A tick or a command: no connection is being handled.
                 }
                 let frame = self.writer.encode(player_id, packet);
-                self.deliver(self.sender, &frame, is_error);
+                self.deliver(self.sender, &frame, is_error, reliable);
             }
             Recipients::One(id) => {
                 if let Some(token) = self.token_of(id) {
                     let frame = self.writer.encode(player_id, packet);
-                    self.deliver(token, &frame, is_error);
+                    self.deliver(token, &frame, is_error, reliable);
                 }
             }
             Recipients::Many(ids) => {
@@ -242,7 +316,7 @@ impl Outbox for Outbound {
                 let frame = self.writer.encode(player_id, packet);
                 for &id in ids {
                     if let Some(token) = self.token_of(id) {
-                        self.deliver(token, &frame, is_error);
+                        self.deliver(token, &frame, is_error, reliable);
                     }
                 }
             }
@@ -277,14 +351,14 @@ mod tests {
     fn after_a_discard_only_the_fatal_error_gets_in() {
         let pool = Pool::new(PoolConfig { chunk_size: 1024, chunk_count: 8 }).unwrap();
         let mut out = Outbound::new(pool, 1 << 10, 1 << 20, Instant::now());
-        out.open(0);
+        out.open(0, false);
         let frame = |text: &str| PoolBytes::from_vec(text.as_bytes().to_vec());
-        out.deliver(0, &frame("one"), false);
-        out.deliver(0, &frame("two"), false);
+        out.deliver(0, &frame("one"), false, true);
+        out.deliver(0, &frame("two"), false, true);
         out.queues[0].discard_unstarted();
         // With the world on its own thread, frames it sent before it saw the cut-off still arrive.
-        out.deliver(0, &frame("three"), false);
-        out.deliver(0, &frame("ERR"), true);
+        out.deliver(0, &frame("three"), false, true);
+        out.deliver(0, &frame("ERR"), true, true);
         assert_eq!(queued_bytes_of(&out, 0), b"ERR", "a gap, then a frame after it: never");
     }
 
@@ -294,12 +368,12 @@ mod tests {
         // Room for "12345" and its entry, and 3 bytes more.
         let hard = 8 + ENTRY_BYTES;
         let mut out = Outbound::new(pool, 4, hard, Instant::now());
-        out.open(0);
+        out.open(0, false);
         let frame = |text: &str| PoolBytes::from_vec(text.as_bytes().to_vec());
-        out.deliver(0, &frame("12345"), false);
-        out.deliver(0, &frame("6789"), false); // 9 bytes and a second entry: refused, listed once
-        out.deliver(0, &frame("x"), false); // would fit, but must not follow a gap
-        out.deliver(0, &frame("ERR"), true);
+        out.deliver(0, &frame("12345"), false, true);
+        out.deliver(0, &frame("6789"), false, true); // 9 bytes and a second entry: refused, listed once
+        out.deliver(0, &frame("x"), false, true); // would fit, but must not follow a gap
+        out.deliver(0, &frame("ERR"), true, true);
         assert_eq!(queued_bytes_of(&out, 0), b"12345ERR");
         assert_eq!(out.over_hard, [0]);
     }

@@ -14,6 +14,8 @@ use crate::control::{LoopWaker, ShutdownHandle, ShutdownState};
 use crate::game::{GameWaker, ServerHandle};
 use crate::sys::mio::{EventLoop, WAKER_TOKEN};
 use crate::sys::mio_echo::EchoLoop;
+use crate::sys::udp_batch::{BatchedUdpSocket, UdpSocketOptions};
+use crate::worker::listener_config;
 use crate::worker::{Places, RunStats, Worker, WorldLink};
 use crate::world_thread;
 use crate::{ConfigError, IoBackend, ServerConfig};
@@ -87,6 +89,8 @@ pub struct Server<G: Game = World> {
     workers: Vec<WorkerParts<G>>,
     world_thread: Option<std::thread::JoinHandle<u64>>,
     local_addr: SocketAddr,
+    /// Where the UDP sockets are bound, when the server serves UDP.
+    udp_local_addr: Option<SocketAddr>,
     shutdown: ShutdownHandle,
     backend: IoBackend,
     pin: bool,
@@ -152,6 +156,13 @@ impl<G: Game> Server<G> {
             .map_err(|error| ServerError::Bind { addr: config.addr, error })?;
         let local_addr =
             listeners[0].local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an IP socket"))?;
+        // One UDP socket per worker, game servers only (the echo loops serve TCP).
+        let mut udp_sockets = match (config.udp_addr, &game) {
+            (Some(addr), Some(_)) => bind_udp_sockets(addr, count, config.reuse_port)
+                .map_err(|error| ServerError::Bind { addr, error })?,
+            _ => Vec::new(),
+        };
+        let udp_local_addr = udp_sockets.first().map(|socket| socket.local_addr()).transpose()?;
         // Each worker's way to be woken, before anything that may need to wake it.
         let mut wakers = Vec::with_capacity(count);
         let mut polls = Vec::with_capacity(count);
@@ -217,10 +228,19 @@ impl<G: Game> Server<G> {
                 _ => {
                     let listener = mio::net::TcpListener::from_std(listener.into());
                     let poll = polls.next().expect("one poll per worker");
-                    let worker = link.map(|(link, frame_pool)| {
+                    let mut worker = link.map(|(link, frame_pool)| {
                         new_worker(&config, link, client_packets, &pool, frame_pool, &open, now)
                     });
-                    WorkerParts::Mio { poll, listener, pool, worker }
+                    let udp = if udp_sockets.is_empty() { None } else { Some(udp_sockets.remove(0)) };
+                    if let (Some(worker), Some(_)) = (&mut worker, &udp) {
+                        // A cookie secret per worker: the kernel hashes a client's addresses to one
+                        // socket, so its CONNECT and RESPONSE reach the same worker.
+                        let listener =
+                            gamewire_udp::listener::Listener::new(listener_config(&config), now)
+                                .map_err(|error| io::Error::other(format!("cookie secret: {error}")))?;
+                        worker.enable_udp(listener);
+                    }
+                    WorkerParts::Mio { poll, listener, pool, worker, udp }
                 }
             };
             workers.push(parts);
@@ -229,6 +249,7 @@ impl<G: Game> Server<G> {
             workers,
             world_thread,
             local_addr,
+            udp_local_addr,
             shutdown,
             backend,
             pin: config.pin_workers,
@@ -245,6 +266,12 @@ impl<G: Game> Server<G> {
     /// The address the listener is bound to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address the UDP sockets are bound to, when the server serves UDP
+    /// ([`ServerConfig::udp_addr`]; useful with port 0).
+    pub fn udp_local_addr(&self) -> Option<SocketAddr> {
+        self.udp_local_addr
     }
 
     /// The event loop chosen (never [`IoBackend::Auto`]).
@@ -512,8 +539,8 @@ fn run_worker<G: Game>(
     let shutdown = Arc::clone(&settings.shutdown);
     let EchoSettings { cap: echo_cap, idle_timeout } = settings.echo;
     Ok(match parts {
-        WorkerParts::Mio { poll, listener, pool, worker } => match worker {
-            Some(worker) => EventLoop::new(poll, listener, *worker, shutdown)?.run()?,
+        WorkerParts::Mio { poll, listener, pool, worker, udp } => match worker {
+            Some(worker) => EventLoop::new(poll, listener, *worker, shutdown, udp)?.run()?,
             None => EchoLoop::new(poll, listener, pool, &settings.config, idle_timeout, shutdown, echo_cap)?
                 .run()?,
         },
@@ -568,6 +595,8 @@ enum WorkerParts<G: Game> {
         listener: mio::net::TcpListener,
         pool: Pool,
         worker: Option<Box<Worker<mio::net::TcpStream, G>>>,
+        /// The worker's UDP socket, when the server serves UDP.
+        udp: Option<BatchedUdpSocket>,
     },
     #[cfg(target_os = "linux")]
     Uring {
@@ -584,6 +613,8 @@ fn choose_backend(config: &ServerConfig) -> Result<IoBackend, ServerError> {
     let unsupported = |reason: String| ServerError::Io(io::Error::new(io::ErrorKind::Unsupported, reason));
     match config.io {
         IoBackend::Mio => Ok(IoBackend::Mio),
+        // Only the mio loop serves UDP so far.
+        IoBackend::Auto if config.udp_addr.is_some() => Ok(IoBackend::Mio),
         #[cfg(target_os = "linux")]
         IoBackend::Uring => match crate::sys::uring_ring::probe() {
             Ok(()) => Ok(IoBackend::Uring),
@@ -641,6 +672,21 @@ fn bind_listeners(addr: SocketAddr, count: usize, join: bool) -> io::Result<Vec<
 
 /// A TCP socket for `addr` with SO_REUSEADDR, so that connections of an earlier run still in
 /// TIME_WAIT do not keep the port (it does not let two sockets listen on one port).
+/// Binds `count` UDP sockets on `addr`, SO_REUSEPORT when there are several (or `join`): with port
+/// 0, the first one's port for the others.
+fn bind_udp_sockets(addr: SocketAddr, count: usize, join: bool) -> io::Result<Vec<BatchedUdpSocket>> {
+    // GRO stays off: the receive slots hold one datagram each.
+    let options = UdpSocketOptions { reuse_port: count > 1 || join, ..UdpSocketOptions::default() };
+    let mut addr = addr;
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = BatchedUdpSocket::bind(addr, &options)?;
+        addr = socket.local_addr()?;
+        sockets.push(socket);
+    }
+    Ok(sockets)
+}
+
 fn new_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;

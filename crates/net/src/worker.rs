@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use gamewire_pool::Pool;
-use gamewire_proto::{Direction, ErrorCode, FrameDecoder, Packet, PacketSet, encode_frame_to_vec};
+use gamewire_pool::{Pool, PoolBytes};
+use gamewire_proto::{Direction, ErrorCode, FrameDecoder, Packet, PacketSet, RawFrame, encode_frame_to_vec};
+use gamewire_udp::listener::{Event, Inbox, Listener, ListenerConfig, SendError, SessionId};
 use gamewire_world::{Game, PlayerId, Verdict, error_message};
 use slab::Slab;
 
@@ -57,10 +58,19 @@ pub(crate) enum Phase {
     },
 }
 
+/// How a connection reaches its client.
+#[derive(Debug)]
+pub(crate) enum Transport<S> {
+    /// Its own TCP socket (the backend's type).
+    Tcp(S),
+    /// A session of the worker's UDP listener ([`UdpSide`]): frames arrive whole, no decoder.
+    Udp(SessionId),
+}
+
 /// One client connection. `S` is the backend's socket, `X` the game's session.
 #[derive(Debug)]
 pub(crate) struct Conn<S, X> {
-    pub(crate) socket: S,
+    pub(crate) transport: Transport<S>,
     pub(crate) peer: SocketAddr,
     pub(crate) phase: Phase,
     /// Whether the backend currently asks for write readiness.
@@ -91,6 +101,76 @@ pub(crate) struct Conn<S, X> {
 impl<S, X> Conn<S, X> {
     fn id(&self, token: usize) -> ConnId {
         ConnId { token: token as u32, generation: self.generation }
+    }
+
+    /// The TCP socket, unless this is a UDP session.
+    pub(crate) fn tcp(&self) -> Option<&S> {
+        match &self.transport {
+            Transport::Tcp(socket) => Some(socket),
+            Transport::Udp(_) => None,
+        }
+    }
+
+    /// The TCP socket, unless this is a UDP session.
+    pub(crate) fn tcp_mut(&mut self) -> Option<&mut S> {
+        match &mut self.transport {
+            Transport::Tcp(socket) => Some(socket),
+            Transport::Udp(_) => None,
+        }
+    }
+}
+
+/// The worker's UDP transport: the listener of its socket (sans-IO; the backend moves the
+/// datagrams) and which connection token each session is.
+#[derive(Debug)]
+pub(crate) struct UdpSide {
+    pub(crate) listener: Listener<PoolBytes>,
+    /// Reused for every call that fills one; taken out while its events are walked (an `Option`, as
+    /// `mem::take` of an `Inbox` would allocate a fresh one per datagram).
+    inbox: Option<Inbox>,
+    /// `tokens[session.index()]`: the session and its connection token, while both live.
+    tokens: Vec<Option<(SessionId, usize)>>,
+    /// Draining sessions whose queued frames went to the listener at this flush: they are ended
+    /// ([`Listener::end_with_frame`]) once those frames were transmitted, as the listener drops
+    /// what an ended session has not sent yet.
+    ending: Vec<usize>,
+}
+
+impl UdpSide {
+    fn token(&self, session: SessionId) -> Option<usize> {
+        match self.tokens.get(session.index()).copied().flatten() {
+            Some((live, token)) if live == session => Some(token),
+            _ => None,
+        }
+    }
+
+    fn forget(&mut self, session: SessionId) {
+        if let Some(entry) = self.tokens.get_mut(session.index())
+            && entry.is_some_and(|(live, _)| live == session)
+        {
+            *entry = None;
+        }
+    }
+}
+
+/// The listener settings that follow the server's: the same places, limits and payload cap as TCP.
+pub(crate) fn listener_config(config: &ServerConfig) -> ListenerConfig {
+    let mut udp = ListenerConfig::default();
+    udp.max_sessions(config.max_connections)
+        .max_sessions_per_ip(config.max_connections_per_ip)
+        .cap_loopback(config.cap_loopback)
+        .send_soft_limit(config.send_soft_limit)
+        .send_hard_limit(config.send_hard_limit)
+        .write_deadline(config.write_deadline)
+        .max_payload(config.max_payload);
+    udp
+}
+
+/// The fatal code of an ERROR frame the game encoded (for the DISCONNECT that follows it).
+fn error_code_of(frame: &[u8]) -> ErrorCode {
+    match RawFrame::split_from(frame).map(|(frame, _)| frame.packet()) {
+        Some(Ok(Packet::Error { code, .. })) => ErrorCode::from_u32(code).unwrap_or(ErrorCode::ShuttingDown),
+        _ => ErrorCode::ShuttingDown,
     }
 }
 
@@ -186,6 +266,8 @@ pub(crate) struct Worker<S, G: Game> {
     expired: Vec<(usize, Expiry)>,
     server_full_frame: Vec<u8>,
     pub(crate) stats: RunStats,
+    /// The UDP transport, when the server serves one (`ServerConfig::udp_addr`).
+    pub(crate) udp: Option<UdpSide>,
 }
 
 impl<S, G: Game> Worker<S, G> {
@@ -225,7 +307,14 @@ impl<S, G: Game> Worker<S, G> {
             expired: Vec::new(),
             server_full_frame,
             stats: RunStats::default(),
+            udp: None,
         }
+    }
+
+    /// Serves UDP sessions too, through `listener` (the backend binds and drives its socket).
+    pub(crate) fn enable_udp(&mut self, listener: Listener<PoolBytes>) {
+        self.udp =
+            Some(UdpSide { listener, inbox: Some(Inbox::new()), tokens: Vec::new(), ending: Vec::new() });
     }
 
     /// Bytes of the ERROR(SERVER_FULL) frame written to a connection refused at accept.
@@ -259,7 +348,12 @@ impl<S, G: Game> Worker<S, G> {
 
     /// Adds an accepted connection and returns its token.
     pub(crate) fn accept(&mut self, socket: S, peer: SocketAddr, now: Instant) -> usize {
+        self.add_conn(Transport::Tcp(socket), peer, now)
+    }
+
+    fn add_conn(&mut self, transport: Transport<S>, peer: SocketAddr, now: Instant) -> usize {
         self.stats.accepted += 1;
+        let udp = matches!(transport, Transport::Udp(_));
         let decoder =
             FrameDecoder::with_packets(Direction::ToServer, self.client_packets, self.config.max_payload);
         let session = match &mut self.world {
@@ -274,7 +368,7 @@ impl<S, G: Game> Worker<S, G> {
         self.generations[token] = self.generations[token].wrapping_add(1);
         let generation = self.generations[token];
         entry.insert(Conn {
-            socket,
+            transport,
             peer,
             phase: Phase::Open,
             wants_writable: false,
@@ -288,12 +382,188 @@ impl<S, G: Game> Worker<S, G> {
             bound: false,
             unread_since: None,
         });
-        self.out.open(token);
+        self.out.open(token, udp);
         if let WorldLink::Remote(remote) = &mut self.world {
             // The HELLO clock starts at accept, not when the world thread gets to it.
             remote.send(Command::Opened(ConnId { token: token as u32, generation }, now));
         }
         token
+    }
+
+    /// Handles one datagram the UDP socket received from `from`: sessions opened (each takes a place
+    /// as a TCP connection does, or is refused with SERVER_FULL), their frames handed to the game,
+    /// sessions closed (as a TCP peer's EOF).
+    pub(crate) fn receive_datagram(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) {
+        let Some(udp) = &mut self.udp else { return };
+        // Out while its events are walked: handling them needs the whole worker.
+        let mut inbox = udp.inbox.take().unwrap_or_default();
+        udp.listener.receive(now, from, datagram, &mut inbox);
+        self.handle_udp_events(&inbox, datagram, now);
+        if let Some(udp) = &mut self.udp {
+            udp.inbox = Some(inbox);
+        }
+    }
+
+    /// Runs the UDP listener's deadlines due at `now` (resends, acks, keepalives, its own timeouts,
+    /// cookie rotation); the sessions it ends leave as on EOF.
+    pub(crate) fn udp_timeout(&mut self, now: Instant) {
+        let Some(udp) = &mut self.udp else { return };
+        if udp.listener.poll_timeout().is_none_or(|at| at > now) {
+            return;
+        }
+        let mut inbox = udp.inbox.take().unwrap_or_default();
+        udp.listener.handle_timeout(now, &mut inbox);
+        self.handle_udp_events(&inbox, &[], now);
+        if let Some(udp) = &mut self.udp {
+            udp.inbox = Some(inbox);
+        }
+    }
+
+    fn handle_udp_events(&mut self, inbox: &Inbox, datagram: &[u8], now: Instant) {
+        for event in inbox.events(datagram) {
+            match event {
+                Event::Opened { session, peer } => self.accept_udp(session, peer, now),
+                Event::Frame { session, frame, .. } => {
+                    // None: a session refused at `accept_udp`, whose HELLO follows its opening.
+                    if let Some(token) = self.udp.as_ref().and_then(|udp| udp.token(session)) {
+                        self.receive_frame(token, frame, now);
+                    }
+                }
+                Event::Closed { session, .. } => {
+                    let Some(udp) = &mut self.udp else { continue };
+                    if let Some(token) = udp.token(session) {
+                        udp.forget(session);
+                        self.peer_closed(token, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A UDP session opened: it takes a place (the same places as TCP connections) and a token.
+    fn accept_udp(&mut self, session: SessionId, peer: SocketAddr, now: Instant) {
+        if !self.take_place(peer.ip()) {
+            self.stats.accepted += 1;
+            if let Some(udp) = &mut self.udp {
+                let _ = udp.listener.end(session, ErrorCode::ServerFull);
+            }
+            tracing::debug!(%peer, "refused over UDP: server full");
+            return;
+        }
+        let token = self.add_conn(Transport::Udp(session), peer, now);
+        if let Some(udp) = &mut self.udp {
+            if udp.tokens.len() <= session.index() {
+                udp.tokens.resize(session.index() + 1, None);
+            }
+            udp.tokens[session.index()] = Some((session, token));
+        }
+    }
+
+    /// Handles one whole frame of a UDP session: the check the TCP decoder makes at header time
+    /// (the game's packet set; the payload cap is the listener's, the header id `handle_frame`'s),
+    /// then the game, as [`Self::receive`] does for a decoded frame.
+    fn receive_frame(&mut self, token: usize, frame: RawFrame<'_>, now: Instant) {
+        let Worker { conns, out, world, stats, client_packets, udp, .. } = self;
+        let conn = &mut conns[token];
+        if conn.phase != Phase::Open || conn.end_requested {
+            return;
+        }
+        stats.frames_in += 1;
+        if !client_packets.contains(frame.packet_id()) {
+            self.fail(token, ErrorCode::UnknownPacket, now);
+            return;
+        }
+        match world {
+            WorldLink::Inline(game, _) => {
+                let Some(session) = &mut conn.session else { return };
+                out.sender = token;
+                out.now = now;
+                // A datagram is handled as it arrives: completed now.
+                let verdict = handle_frame(game, now, now, session, frame, out);
+                if verdict != Verdict::Close
+                    && conn.player.is_none()
+                    && let Some(id) = game.player(session)
+                {
+                    conn.player = Some(id);
+                    out.bind(id, token);
+                    if let (Some(udp), Transport::Udp(session)) = (udp, &conn.transport) {
+                        // The ERROR the listener writes itself carries the player's id, as on TCP.
+                        let _ = udp.listener.set_player_id(*session, id.get());
+                    }
+                }
+                if verdict == Verdict::Close {
+                    conn.session = None;
+                    self.begin_drain(token, now);
+                }
+                self.finish_ends(now);
+            }
+            WorldLink::Remote(remote) => {
+                // Header ids are checked on the world thread (`handle_frame`), as for TCP before
+                // `Delivery::Bound`.
+                let copy = remote.copy_frame(frame);
+                remote.send(Command::Frame(conn.id(token), copy, now));
+            }
+        }
+    }
+
+    /// Moves `token`'s queued frames (a UDP session) into the listener, each on its channel. A
+    /// draining session is ended once they are transmitted ([`Self::finish_udp_ends`]).
+    pub(crate) fn flush_udp(&mut self, token: usize, now: Instant) {
+        let Worker { conns, out, udp, .. } = self;
+        let (Some(conn), Some(udp)) = (conns.get(token), udp.as_mut()) else { return };
+        let Transport::Udp(session) = conn.transport else { return };
+        let queue = &mut out.udp[token];
+        let mut slow = false;
+        while let Some((frame, reliable)) = queue.frames.pop_front() {
+            // Refcounts move, no byte is copied. Unknown session: it ended meanwhile (its `Closed`
+            // is on the way); too large: no datagram carries it, dropped as the network would.
+            if let Err(SendError::SlowConsumer(_)) = udp.listener.send(session, frame, reliable) {
+                slow = true;
+                break;
+            }
+        }
+        queue.frames.clear();
+        queue.bytes = 0;
+        if matches!(conn.phase, Phase::Draining { .. }) && !udp.ending.contains(&token) {
+            udp.ending.push(token);
+        }
+        if slow {
+            // Unacknowledged frames over the hard limit: the same cut as a TCP client's.
+            self.out.discard_unstarted(token);
+            self.fail(token, ErrorCode::SlowConsumer, now);
+        }
+    }
+
+    /// Ends the draining UDP sessions flushed this turn, after their last frames were transmitted
+    /// (the listener drops what an ended session has not sent yet): it sends the game's ERROR as the
+    /// session's last DATA, then DISCONNECT, and lingers; the connection goes at once.
+    pub(crate) fn finish_udp_ends(&mut self, now: Instant) {
+        let Some(udp) = &mut self.udp else { return };
+        if udp.ending.is_empty() {
+            return;
+        }
+        let mut ending = std::mem::take(&mut udp.ending);
+        for &token in &ending {
+            let Some(Conn { transport: Transport::Udp(session), .. }) = self.conns.get(token) else {
+                continue;
+            };
+            let session = *session;
+            let error = self.out.udp[token].error.take();
+            if let Some(udp) = &mut self.udp {
+                let _ = match error {
+                    Some(frame) => udp.listener.end_with_frame(session, error_code_of(&frame), frame),
+                    // The game closed without an ERROR (TCP would just close): the listener has no
+                    // DISCONNECT without one; SHUTTING_DOWN tells the client the server let it go.
+                    None => udp.listener.end(session, ErrorCode::ShuttingDown),
+                };
+                udp.forget(session);
+            }
+            self.peer_closed(token, now);
+        }
+        ending.clear();
+        if let Some(udp) = &mut self.udp {
+            udp.ending = ending;
+        }
     }
 
     /// Records that `token`'s socket may hold bytes the backend leaves unread for now (reading is
@@ -527,10 +797,10 @@ impl<S, G: Game> Worker<S, G> {
             };
             let Some(delivery) = delivery else { return };
             match delivery {
-                Delivery::Frame { conn, frame, fatal } => {
+                Delivery::Frame { conn, frame, fatal, reliable } => {
                     let token = conn.token as usize;
                     if self.conns.get(token).is_some_and(|c| c.generation == conn.generation) {
-                        self.out.deliver(token, &frame, fatal);
+                        self.out.deliver(token, &frame, fatal, reliable);
                     }
                 }
                 Delivery::Bound(conn, player_id) => {
@@ -539,6 +809,9 @@ impl<S, G: Game> Worker<S, G> {
                         && c.generation == conn.generation
                     {
                         c.bound = true;
+                        if let (Transport::Udp(session), Some(udp)) = (&c.transport, &mut self.udp) {
+                            let _ = udp.listener.set_player_id(*session, player_id);
+                        }
                         // A spoofed header that came behind the HELLO, before the id did, and whose
                         // payload has not (or never will): refused now, as one worker refuses it.
                         if let Err(error) = c.decoder.set_player_id(player_id) {
@@ -625,7 +898,8 @@ impl<S, G: Game> Worker<S, G> {
             WorldLink::Inline(_, inbox) => inbox.next_tick(),
             WorldLink::Remote(_) => None,
         };
-        [self.out.next_flush_due(self.config.flush_interval), tick]
+        let udp = self.udp.as_ref().and_then(|udp| udp.listener.poll_timeout());
+        [self.out.next_flush_due(self.config.flush_interval), tick, udp]
             .into_iter()
             .flatten()
             .fold(next_sweep, Instant::min)
@@ -798,8 +1072,15 @@ impl<S, G: Game> Worker<S, G> {
     /// Removes a closed connection and returns it for the backend to deregister.
     pub(crate) fn remove(&mut self, token: usize) -> Conn<S, G::Session> {
         self.places.open.fetch_sub(1, Ordering::Relaxed);
-        self.out.queues[token] = SendQueue::default();
+        self.out.close(token);
         let conn = self.conns.remove(token);
+        if let (Transport::Udp(session), Some(udp)) = (&conn.transport, &mut self.udp)
+            && udp.token(*session) == Some(token)
+        {
+            // Gone without the listener ending it (a drain that ran out): end it there too.
+            let _ = udp.listener.end(*session, ErrorCode::ShuttingDown);
+            udp.forget(*session);
+        }
         let ip = conn.peer.ip();
         // The same decision as at `take_place`: only a counted connection is taken off its count.
         if self.config.per_ip_cap(ip).is_some() {

@@ -61,8 +61,8 @@ pub(crate) enum Command {
 #[derive(Debug)]
 pub(crate) enum Delivery {
     /// Queue `frame` for the connection; `fatal`: a fatal ERROR, the one frame that passes the hard
-    /// limit.
-    Frame { conn: ConnId, frame: PoolBytes, fatal: bool },
+    /// limit; `reliable`: its channel, for a UDP session ([`gamewire_proto::Encode::channel`]).
+    Frame { conn: ConnId, frame: PoolBytes, fatal: bool, reliable: bool },
     /// The connection's player has this id (sent before its WELCOME): from now on the worker's
     /// decoder refuses other non-zero header ids at header time (SPOOFED_ID), as one worker does.
     Bound(ConnId, u32),
@@ -536,16 +536,17 @@ impl WorldOutbox<'_> {
 impl Outbox for WorldOutbox<'_> {
     fn send<P: Encode + ?Sized>(&mut self, to: Recipients<'_>, player_id: u32, packet: &P) {
         let fatal = packet.is_fatal();
+        let reliable = packet.channel() == gamewire_proto::Channel::Reliable;
         match to {
             Recipients::Sender => {
                 let Some((worker, conn)) = self.sender else { return };
                 let frame = self.writer.encode(player_id, packet);
-                self.links[worker].push(Delivery::Frame { conn, frame, fatal });
+                self.links[worker].push(Delivery::Frame { conn, frame, fatal, reliable });
             }
             Recipients::One(id) => {
                 if let Some((worker, conn)) = self.route(id) {
                     let frame = self.writer.encode(player_id, packet);
-                    self.links[worker].push(Delivery::Frame { conn, frame, fatal });
+                    self.links[worker].push(Delivery::Frame { conn, frame, fatal, reliable });
                 }
             }
             Recipients::Many(ids) => {
@@ -555,7 +556,12 @@ impl Outbox for WorldOutbox<'_> {
                 let frame = self.writer.encode(player_id, packet);
                 for &id in ids {
                     if let Some((worker, conn)) = self.route(id) {
-                        self.links[worker].push(Delivery::Frame { conn, frame: frame.clone(), fatal });
+                        self.links[worker].push(Delivery::Frame {
+                            conn,
+                            frame: frame.clone(),
+                            fatal,
+                            reliable,
+                        });
                     }
                 }
             }

@@ -6,11 +6,14 @@ use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gamewire_pool::ChunkMut;
+use gamewire_pool::{ChunkMut, PoolBytes};
+use gamewire_udp::datagram::MAX_DATAGRAM;
+use gamewire_udp::listener::Transmit;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use socket2::SockRef;
 
+use super::udp_batch::{BatchedUdpSocket, DEFAULT_BATCH, RecvBatch, SendBatch};
 use super::{READS_PER_TURN, SWEEP_INTERVAL};
 use crate::control::ShutdownState;
 use gamewire_world::Game;
@@ -19,6 +22,48 @@ use crate::worker::{Phase, RunStats, ShutdownStep, Worker, pool_is_low, pool_res
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
+/// The worker's UDP socket: its sessions take connection tokens, but not its readiness.
+const UDP: Token = Token(usize::MAX - 3);
+/// Bytes of each receive slot: a whole datagram of ours (at most 1200 bytes) with room to spare, so
+/// that a larger one shows as truncated (and is dropped) rather than cut to a plausible length.
+const UDP_SLOT: usize = 2048;
+
+/// The UDP side of the loop: the socket, and the buffers its batches use, allocated once.
+struct UdpIo {
+    socket: BatchedUdpSocket,
+    receive: RecvBatch,
+    /// One slot per message of a `recvmmsg`. Datagrams are handed to the worker before the next
+    /// call, and none is kept: unreliable frames are handled or dropped at once, and the listener
+    /// copies the reliable ones it must hold.
+    arena: Box<[u8]>,
+    /// Datagrams the listener filled, for one `sendmmsg`.
+    transmits: Vec<Transmit<PoolBytes>>,
+    send: SendBatch,
+    /// `transmits[unsent]` were filled but the kernel refused them (socket buffer full): they go
+    /// first once the socket is writable.
+    unsent: std::ops::Range<usize>,
+    /// Waiting for writability (a send hit `WouldBlock`).
+    blocked: bool,
+    /// Datagrams may wait unread: the receive budget ran out or the pool ran low. Edge-triggered
+    /// readiness will not report them again.
+    pending: bool,
+}
+
+impl UdpIo {
+    fn new(socket: BatchedUdpSocket) -> UdpIo {
+        UdpIo {
+            socket,
+            receive: RecvBatch::new(DEFAULT_BATCH),
+            arena: vec![0; DEFAULT_BATCH * UDP_SLOT].into_boxed_slice(),
+            transmits: (0..DEFAULT_BATCH).map(|_| Transmit::new()).collect(),
+            // Each datagram is at most 171 pieces (see `Transmit`).
+            send: SendBatch::new(DEFAULT_BATCH, DEFAULT_BATCH * 172),
+            unsent: 0..0,
+            blocked: false,
+            pending: false,
+        }
+    }
+}
 /// Token of the waker, for [`crate::Server`] to create it.
 pub(crate) const WAKER_TOKEN: Token = WAKER;
 
@@ -44,6 +89,8 @@ pub(crate) struct EventLoop<G: Game> {
     /// Connections refused with SERVER_FULL, kept (unread, write side shut) for the close linger so
     /// that closing them does not reset the ERROR away before the client reads it. Bounded.
     refused: VecDeque<(TcpStream, Instant)>,
+    /// The UDP socket and its buffers, when the server serves UDP.
+    udp: Option<UdpIo>,
 }
 
 /// Most refused connections held for their linger at once; beyond it the oldest is closed early.
@@ -61,8 +108,16 @@ impl<G: Game> EventLoop<G> {
         mut listener: TcpListener,
         worker: Worker<TcpStream, G>,
         shutdown: Arc<ShutdownState>,
+        udp: Option<BatchedUdpSocket>,
     ) -> io::Result<Self> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let udp = match udp {
+            Some(mut socket) => {
+                poll.registry().register(socket.source(), UDP, Interest::READABLE)?;
+                Some(UdpIo::new(socket))
+            }
+            None => None,
+        };
         let receive_chunk = worker
             .pool
             .try_alloc()
@@ -79,6 +134,7 @@ impl<G: Game> EventLoop<G> {
             scratch: Vec::new(),
             accept_paused: false,
             refused: VecDeque::new(),
+            udp,
         })
     }
 
@@ -90,7 +146,8 @@ impl<G: Game> EventLoop<G> {
         loop {
             let now = Instant::now();
             let wake_at = self.worker.wake_at(next_sweep);
-            let mut timeout = if self.pending_reads.is_empty() || self.pool_is_low() {
+            let udp_pending = self.udp.as_ref().is_some_and(|udp| udp.pending);
+            let mut timeout = if (self.pending_reads.is_empty() && !udp_pending) || self.pool_is_low() {
                 wake_at.saturating_duration_since(now)
             } else {
                 Duration::ZERO
@@ -114,6 +171,19 @@ impl<G: Game> EventLoop<G> {
                 match event.token() {
                     LISTENER => self.accept_all(now),
                     WAKER => {}
+                    UDP => {
+                        if event.is_writable()
+                            && let Some(udp) = &mut self.udp
+                            && udp.blocked
+                        {
+                            udp.blocked = false;
+                            let _ =
+                                self.poll.registry().reregister(udp.socket.source(), UDP, Interest::READABLE);
+                        }
+                        if event.is_readable() {
+                            self.receive_udp(now);
+                        }
+                    }
                     Token(token) => {
                         // A connection already waiting for its turn is read in that turn (until end of
                         // stream), not ahead of the others: a flooder whose bytes keep coming must
@@ -152,6 +222,10 @@ impl<G: Game> EventLoop<G> {
                 retrying.clear();
                 self.retrying_reads = retrying;
             }
+            if self.udp.as_ref().is_some_and(|udp| udp.pending) {
+                self.receive_udp(now);
+            }
+            self.worker.udp_timeout(now);
             if now >= next_sweep {
                 self.worker.sweep(now);
                 // Memory pressure proper (not a backlog towards the world thread, which resolves
@@ -227,10 +301,8 @@ impl<G: Game> EventLoop<G> {
                 continue;
             }
             let token = self.worker.accept(stream, peer, now);
-            let conn = &mut self.worker.conns[token];
-            if let Err(error) =
-                self.poll.registry().register(&mut conn.socket, Token(token), Interest::READABLE)
-            {
+            let Some(socket) = self.worker.conns[token].tcp_mut() else { continue };
+            if let Err(error) = self.poll.registry().register(socket, Token(token), Interest::READABLE) {
                 tracing::warn!(%error, %peer, "register failed");
                 self.worker.peer_closed(token, now);
             }
@@ -254,7 +326,8 @@ impl<G: Game> EventLoop<G> {
                 return;
             }
             self.receive_chunk.clear();
-            match conn.socket.read(self.receive_chunk.spare_mut()) {
+            let Some(socket) = conn.tcp_mut() else { return };
+            match socket.read(self.receive_chunk.spare_mut()) {
                 Ok(0) => {
                     self.worker.peer_closed(token, now);
                     return;
@@ -302,24 +375,27 @@ impl<G: Game> EventLoop<G> {
         let soft_limit = self.worker.out.soft_limit();
         let mut writes = 0;
         for &token in &dirty {
+            if self.worker.out.is_udp(token) {
+                // Into the listener; its datagrams leave together below.
+                self.worker.flush_udp(token, now);
+                continue;
+            }
             let Some((conn, queue)) = self.worker.conn_and_queue(token) else { continue };
-            let socket = &conn.socket;
+            let Some(socket) = conn.tcp() else { continue };
             let result = queue.flush_with(soft_limit, |slices| {
                 writes += 1;
                 (&*socket).write_vectored(slices)
             });
             match result {
                 Ok(true) => {
-                    if conn.wants_writable {
-                        conn.wants_writable = false;
-                        let _ = self.poll.registry().reregister(
-                            &mut conn.socket,
-                            Token(token),
-                            Interest::READABLE,
-                        );
+                    let draining = matches!(conn.phase, Phase::Draining { write_shut: false, .. });
+                    let wants_writable = std::mem::replace(&mut conn.wants_writable, false);
+                    let Some(socket) = conn.tcp_mut() else { continue };
+                    if wants_writable {
+                        let _ = self.poll.registry().reregister(socket, Token(token), Interest::READABLE);
                     }
-                    if let Phase::Draining { write_shut: false, .. } = conn.phase {
-                        let _ = conn.socket.shutdown(Shutdown::Write);
+                    if draining {
+                        let _ = socket.shutdown(Shutdown::Write);
                         self.worker.mark_write_shut(token, now);
                     }
                 }
@@ -327,7 +403,9 @@ impl<G: Game> EventLoop<G> {
                     if !conn.wants_writable {
                         conn.wants_writable = true;
                         let interest = Interest::READABLE | Interest::WRITABLE;
-                        let _ = self.poll.registry().reregister(&mut conn.socket, Token(token), interest);
+                        if let Some(socket) = conn.tcp_mut() {
+                            let _ = self.poll.registry().reregister(socket, Token(token), interest);
+                        }
                     }
                     self.worker.out.mark_stalled(token);
                 }
@@ -336,6 +414,106 @@ impl<G: Game> EventLoop<G> {
         }
         self.worker.stats.writes += writes;
         self.scratch = dirty;
+        if self.udp.is_some() {
+            self.transmit_udp(now);
+            // Draining sessions end after their last frames left: the listener sends their ERROR
+            // and DISCONNECT.
+            self.worker.finish_udp_ends(now);
+            self.transmit_udp(now);
+        }
+    }
+
+    /// Receives datagrams until the socket is empty, the turn's budget is spent or the pool runs
+    /// low (then `pending` brings the loop back), handing each to the worker before the next batch.
+    fn receive_udp(&mut self, now: Instant) {
+        let EventLoop { udp, worker, .. } = self;
+        let Some(udp) = udp else { return };
+        udp.pending = false;
+        for _ in 0..READS_PER_TURN {
+            if pool_is_low(&worker.pool) || worker.reads_blocked() {
+                worker.stats.read_pauses += 1;
+                udp.pending = true;
+                return;
+            }
+            let slots = udp.arena.chunks_mut(UDP_SLOT);
+            let received = match udp.socket.recv_batch(&mut udp.receive, slots) {
+                Ok(received) => received,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) => {
+                    // ICMP errors reported on the socket (a client's port unreachable) and the
+                    // like: they concern one datagram, not the socket.
+                    tracing::trace!(%error, "UDP receive error");
+                    continue;
+                }
+            };
+            for (index, datagram) in udp.receive.datagrams().iter().enumerate() {
+                let slot = &udp.arena[index * UDP_SLOT..(index + 1) * UDP_SLOT];
+                // GRO is off: one datagram per message; a truncated one yields nothing.
+                for bytes in datagram.segments(slot) {
+                    if bytes.len() <= MAX_DATAGRAM {
+                        worker.receive_datagram(datagram.source, bytes, now);
+                    }
+                }
+            }
+            if received < udp.receive.capacity() {
+                return; // Drained: a later datagram raises a new edge.
+            }
+        }
+        udp.pending = true;
+    }
+
+    /// Sends what the listener has to send, up to 64 datagrams per `sendmmsg`, until it has no more
+    /// or the socket buffer is full (then the loop waits for writability and the rest waits).
+    fn transmit_udp(&mut self, now: Instant) {
+        let EventLoop { udp, worker, poll, .. } = self;
+        let (Some(io), Some(side)) = (udp, worker.udp.as_mut()) else { return };
+        if io.blocked {
+            return;
+        }
+        loop {
+            if io.unsent.is_empty() {
+                let filled = side.listener.poll_transmits(now, &mut io.transmits);
+                if filled == 0 {
+                    return;
+                }
+                io.unsent = 0..filled;
+            }
+            let start = io.unsent.start;
+            let mut outgoing = io.send.begin();
+            let mut all_pushed = true;
+            for transmit in &io.transmits[io.unsent.clone()] {
+                if let Err(error) = outgoing.push(transmit.destination(), transmit.segments()) {
+                    // Never for what the listener fills (at most 1200 bytes, 171 pieces): dropped.
+                    tracing::debug!(%error, "UDP datagram not sent");
+                    all_pushed = false;
+                }
+            }
+            let filled_all = io.unsent.end == io.transmits.len();
+            loop {
+                worker.stats.writes += 1;
+                match io.socket.send_batch(&mut outgoing) {
+                    Ok(_) if outgoing.is_done() => break,
+                    Ok(_) => {}
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                        // Keep the rest for when the socket is writable (with a dropped one in the
+                        // batch, the indices no longer match: the rest is lost, as on a network).
+                        let consumed = outgoing.consumed();
+                        io.unsent = if all_pushed { start + consumed..io.unsent.end } else { 0..0 };
+                        io.blocked = true;
+                        let interest = Interest::READABLE | Interest::WRITABLE;
+                        let _ = poll.registry().reregister(io.socket.source(), UDP, interest);
+                        return;
+                    }
+                    // The kernel refused one datagram (dropped and counted as consumed): go on.
+                    Err(_) if outgoing.is_done() => break,
+                    Err(_) => {}
+                }
+            }
+            io.unsent = 0..0;
+            if !filled_all {
+                return; // The listener had fewer than a batch: nothing more now.
+            }
+        }
     }
 
     fn drop_closed(&mut self) {
@@ -344,7 +522,9 @@ impl<G: Game> EventLoop<G> {
         for &token in &closed {
             if self.worker.conns.contains(token) {
                 let mut conn = self.worker.remove(token);
-                let _ = self.poll.registry().deregister(&mut conn.socket);
+                if let Some(socket) = conn.tcp_mut() {
+                    let _ = self.poll.registry().deregister(socket);
+                }
                 tracing::trace!(peer = %conn.peer, "closed");
             }
         }

@@ -196,6 +196,11 @@ impl BatchedUdpSocket {
         self.socket.local_addr()
     }
 
+    /// The mio socket, to register with a poll (readiness only: the batches go through `self`).
+    pub(crate) fn source(&mut self) -> &mut mio::net::UdpSocket {
+        &mut self.socket
+    }
+
     /// The kernel took UDP_GRO: received messages may hold several datagrams.
     pub(crate) fn gro_enabled(&self) -> bool {
         self.gro_enabled

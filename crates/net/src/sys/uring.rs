@@ -189,7 +189,7 @@ impl<G: Game> UringLoop<G> {
     }
 
     fn arm_receive(&mut self, token: usize) {
-        let fd = self.worker.conns[token].socket;
+        let fd = tcp_fd(&self.worker.conns[token]);
         let entry =
             opcode::RecvMulti::new(Fd(fd), BUFFER_GROUP).build().user_data(user_data(Op::Receive, token));
         self.push(entry);
@@ -541,7 +541,7 @@ impl<G: Game> UringLoop<G> {
             queue.begin_send(count);
             slot.header.msg_iov = slot.iovecs.as_mut_ptr();
             slot.header.msg_iovlen = count as _;
-            let fd = Fd(conn.socket);
+            let fd = Fd(tcp_fd(conn));
             let flags = libc::MSG_NOSIGNAL as u32;
             let entry = if threshold > 0 && queue.queued_bytes() >= threshold {
                 opcode::SendMsgZc::new(fd, &slot.header).flags(flags).build()
@@ -574,7 +574,7 @@ impl<G: Game> UringLoop<G> {
                 if let Some(socket) = &ops.socket {
                     let _ = SockRef::from(socket).shutdown(Shutdown::Both);
                 }
-                let fd = self.worker.conns[token].socket;
+                let fd = tcp_fd(&self.worker.conns[token]);
                 let entry = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all())
                     .build()
                     .user_data(user_data(Op::Cancel, token));
@@ -624,6 +624,12 @@ impl<G: Game> UringLoop<G> {
             self.listener = None;
         }
     }
+}
+
+/// The descriptor of a connection's socket. This loop serves TCP only (`ServerConfig::udp_addr` is
+/// refused with io_uring), so every connection has one; -1 would only make its operations fail.
+fn tcp_fd<X>(conn: &crate::worker::Conn<RawFd, X>) -> RawFd {
+    conn.tcp().copied().unwrap_or(-1)
 }
 
 /// Shuts the write side of a connection's socket (after its last frame went out).
