@@ -540,6 +540,12 @@ impl ServerConfig {
             // Every frame split over two reads would be cut off at the next check.
             return Err(out_of_range("partial_frame_timeout", 0, "be above 0 seconds"));
         }
+        if self.udp_addr.is_some() && cfg!(any(not(target_os = "linux"), gamewire_udp_stub)) {
+            // The batched UDP socket is Linux's (recvmmsg/sendmmsg); the portable one comes with the
+            // Windows port (issue 14).
+            let reason = "needs Linux for now (the UDP transport batches with recvmmsg/sendmmsg)";
+            return Err(ConfigError::Conflict { name: "udp_addr", reason });
+        }
         if self.udp_addr.is_some() && self.io == IoBackend::Uring {
             // `IoBackend::Auto` picks mio when UDP is on; an explicit io_uring cannot serve it yet.
             let reason = "is not served by the io_uring backend yet: use the mio one";
