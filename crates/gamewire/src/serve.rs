@@ -15,6 +15,13 @@ pub(crate) struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7777")]
     addr: SocketAddr,
+    /// Also serve the UDP transport (docs/protocol.md section 10) on --addr's IP and port. Linux and
+    /// the mio backend for now: with --io auto this picks mio.
+    #[arg(long)]
+    udp: bool,
+    /// Serve the UDP transport on this address instead of --addr's (implies --udp).
+    #[arg(long, value_name = "ADDR")]
+    udp_addr: Option<SocketAddr>,
     #[command(flatten)]
     world: WorldArgs,
     /// Largest client payload in bytes (256..=65536); bigger is TOO_LARGE.
@@ -134,8 +141,11 @@ impl ServeArgs {
             );
         };
         let rules = self.world.to_config(self.max_connections);
+        // With port 0 the TCP listener's port is not known yet: the UDP sockets take their own.
+        let udp_addr = self.udp_addr.or(self.udp.then_some(self.addr));
         let config = ServerConfig::default()
             .addr(self.addr)
+            .udp_addr(udp_addr)
             .max_payload(self.max_payload)
             .pool_bytes(pool_bytes)
             .chunk_size(self.chunk_size)
@@ -229,6 +239,13 @@ impl Serving {
         }
     }
 
+    fn udp_local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Serving::Game(server) => server.udp_local_addr(),
+            Serving::Echo(_) => None,
+        }
+    }
+
     fn shutdown_handle(&self) -> ShutdownHandle {
         match self {
             Serving::Game(server) => server.shutdown_handle(),
@@ -247,6 +264,9 @@ impl Serving {
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (numa, echo) = (args.numa, args.echo);
     let (config, rules) = args.into_config()?;
+    if echo && config.udp_addr.is_some() {
+        anyhow::bail!("invalid configuration: --echo serves TCP only; drop --udp/--udp-addr");
+    }
     // Checked here rather than left to `Server::bind`, to name each parameter by its flag, in one
     // line: the server's first (`--max-connections 0` is its fault, not that of the world's
     // `max_players` derived from it), then the rules (with --echo too: they hold its idle timeout).
@@ -275,6 +295,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mode = if echo { "raw echo" } else { "protocol v1" };
     let workers = server.workers();
     tracing::info!(addr = %server.local_addr(), workers, "gamewire listening ({mode}, backend {backend})");
+    if let Some(udp) = server.udp_local_addr() {
+        tracing::info!(addr = %udp, "UDP transport on (docs/protocol.md section 10)");
+    }
     tracing::info!(
         world = format_args!("{}x{}", rules.world_w, rules.world_h),
         aoi_radius = rules.aoi_radius,
