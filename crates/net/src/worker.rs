@@ -268,6 +268,9 @@ pub(crate) struct Worker<S, G: Game> {
     pub(crate) stats: RunStats,
     /// The UDP transport, when the server serves one (`ServerConfig::udp_addr`).
     pub(crate) udp: Option<UdpSide>,
+    /// Off once draining for shutdown starts: TCP stops accepting when the backend drops its
+    /// listener; a UDP handshake that completes after that is answered SHUTTING_DOWN here.
+    accepting: bool,
 }
 
 impl<S, G: Game> Worker<S, G> {
@@ -308,6 +311,7 @@ impl<S, G: Game> Worker<S, G> {
             server_full_frame,
             stats: RunStats::default(),
             udp: None,
+            accepting: true,
         }
     }
 
@@ -442,6 +446,13 @@ impl<S, G: Game> Worker<S, G> {
 
     /// A UDP session opened: it takes a place (the same places as TCP connections) and a token.
     fn accept_udp(&mut self, session: SessionId, peer: SocketAddr, now: Instant) {
+        if !self.accepting {
+            // Draining: as a TCP connect is refused once the listener is gone, with a reason.
+            if let Some(udp) = &mut self.udp {
+                let _ = udp.listener.end(session, ErrorCode::ShuttingDown);
+            }
+            return;
+        }
         if !self.take_place(peer.ip()) {
             self.stats.accepted += 1;
             if let Some(udp) = &mut self.udp {
@@ -1039,6 +1050,7 @@ impl<S, G: Game> Worker<S, G> {
             1 if drain_deadline.is_some() => ShutdownStep::Continue,
             1 => {
                 tracing::info!(connections = self.conns.len(), "shutting down: draining");
+                self.accepting = false;
                 self.shut_down_all(now);
                 *drain_deadline = Some(now + self.config.drain_timeout);
                 ShutdownStep::StopAccepting

@@ -1,6 +1,6 @@
 //! The UDP transport over real sockets on 127.0.0.1, beside TCP in one world: the handshake and
 //! WELCOME, UDP and TCP players seeing each other (ENTER, MOVE relayed both ways, CHAT), and strangers'
-//! datagrams changing nothing.
+//! datagrams changing nothing; draining for shutdown ends UDP players and refuses new ones.
 // The UDP transport is served on Linux only for now (`ServerConfig::validate` refuses it elsewhere).
 #![cfg(all(target_os = "linux", not(gamewire_udp_stub)))]
 
@@ -11,9 +11,9 @@ use std::net::{SocketAddr, UdpSocket};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use gamewire_net::{IoBackend, RunStats, Server, ServerError, ShutdownHandle};
-use gamewire_proto::{Move, Packet, PacketKind, encode_frame_to_vec};
-use gamewire_udp::client::{Channel, Client, Config, Event};
+use gamewire_net::{IoBackend, RunStats, Server, ServerConfig, ServerError, ShutdownHandle};
+use gamewire_proto::{ErrorCode, Move, Packet, PacketKind, encode_frame_to_vec};
+use gamewire_udp::client::{Channel, Client, Close, Config, Event, State};
 use gamewire_udp::datagram::MAX_DATAGRAM;
 use util::{Client as TcpClient, SPAWN, WAIT, base_config, base_rules};
 
@@ -27,10 +27,12 @@ struct UdpServer {
 
 impl UdpServer {
     fn start(workers: usize) -> UdpServer {
-        let config = base_config()
-            .io(IoBackend::Mio)
-            .workers(workers)
-            .udp_addr(Some(SocketAddr::from(([127, 0, 0, 1], 0))));
+        UdpServer::start_with(base_config().workers(workers))
+    }
+
+    /// [`UdpServer::start`] with `config` (mio, UDP on 127.0.0.1 added).
+    fn start_with(config: ServerConfig) -> UdpServer {
+        let config = config.io(IoBackend::Mio).udp_addr(Some(SocketAddr::from(([127, 0, 0, 1], 0))));
         let server = Server::bind(config, base_rules()).expect("bind");
         let udp = server.udp_local_addr().expect("a UDP address");
         assert_ne!(udp.port(), 0);
@@ -208,5 +210,54 @@ fn garbage_and_forged_tokens_get_nothing_and_others_carry_on() {
         bob.send(&Packet::Chat { text: "still here" });
         let chat = carol.recv_until(|got| got.kind == PacketKind::Chat && got.player_id == bob.id);
         assert_eq!(chat.payload, payload_of(&Packet::Chat { text: "still here" }));
+    }
+}
+
+#[test]
+fn draining_ends_udp_players_and_refuses_new_handshakes_with_shutting_down() {
+    for workers in [1, 2] {
+        // A TCP player that does not close keeps the drain going for the linger: long enough here
+        // for a handshake on a busy machine.
+        let linger = Duration::from_secs(10);
+        let server =
+            UdpServer::start_with(base_config().workers(workers).close_linger(linger).drain_timeout(linger));
+        let mut alice = TcpClient::connect(server.tcp, "alice");
+        alice.hello("alice");
+        let mut bob = UdpPlayer::join(server.udp, "bob");
+        server.stop.shutdown();
+        // The player already in gets SHUTTING_DOWN, as over TCP.
+        let closed = bob.closed_within(WAIT);
+        assert_eq!(
+            closed,
+            Close::Disconnected { code: ErrorCode::ShuttingDown.code() },
+            "{workers} worker(s)"
+        );
+        // A handshake that completes while the server drains is refused with the reason, not welcomed.
+        let hello = encode_frame_to_vec(0, &Packet::Hello { name: "late" });
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a client socket");
+        socket.set_read_timeout(Some(Duration::from_millis(5))).expect("read timeout");
+        let client = Client::new(server.udp, &hello, Config::default(), Instant::now()).expect("client");
+        let mut carol = UdpPlayer { socket, client, got: VecDeque::new(), id: 0 };
+        let closed = carol.closed_within(WAIT);
+        assert_eq!(
+            closed,
+            Close::Disconnected { code: ErrorCode::ShuttingDown.code() },
+            "{workers} worker(s)"
+        );
+        assert!(carol.got.iter().all(|got| got.kind != PacketKind::Welcome), "welcomed while draining");
+    }
+}
+
+impl UdpPlayer {
+    /// Pumps until the client is closed, within `within`, and says why.
+    fn closed_within(&mut self, within: Duration) -> Close {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let State::Closed(close) = self.client.state() {
+                return close;
+            }
+            self.pump();
+        }
+        panic!("not closed within {within:?}: {:?}", self.client.state());
     }
 }
